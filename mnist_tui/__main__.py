@@ -1,0 +1,229 @@
+"""The `mnist-tui` command: parse arguments, then run the headless core or open the dashboard.
+
+Exit codes: 0 success, 1 runtime failure (a failed run, missing data), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+from mnist_tui.config import CHOICES, FIELD_TYPES, ConfigError, TrainConfig, field_help, load_config
+from mnist_tui.runs import RunDir, create_run, list_runs, resolve_runs_dir
+
+if TYPE_CHECKING:
+    from mnist_tui.tui.app import MnistTuiApp
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad usage or input: reported as one line on stderr with exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one clear line rather than the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_locations(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
+    parser.add_argument("--runs-dir", help="where runs are kept (default: $MNIST_TUI_RUNS, else ./runs)")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download a missing dataset (also: MNIST_TUI_NO_DOWNLOAD=1)")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mnist-tui", description="Train and inspect an MNIST classifier from a terminal. "
+                    "With no command, opens the dashboard.")
+    _add_locations(parser)
+    commands = parser.add_subparsers(dest="command", parser_class=Parser)
+
+    train = commands.add_parser("train", help="train headless with progress bars (or JSON lines)")
+    _add_locations(train)
+    train.add_argument("--config", type=Path, help="settings file (TOML or JSON); flags override it")
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if FIELD_TYPES.get(f.name) is bool:
+            train.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=field_help(f.name))
+        else:
+            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else f.name.upper()
+            train.add_argument(flag, dest=f.name, metavar=metavar, help=f"{field_help(f.name)} (default: {f.default})")
+    train.add_argument("--json", action="store_true", help="print one JSON event per line instead of progress bars")
+    train.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint: loss, accuracy, confusion matrix")
+    _add_locations(evaluate)
+    evaluate.add_argument("checkpoint", type=Path, help="a .pt file: an mnist-tui checkpoint or a state_dict")
+    evaluate.add_argument("--split", choices=("test", "train"), default="test")
+    evaluate.add_argument("--dataset", choices=CHOICES["dataset"], help="evaluate on another dataset")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--mistakes", type=int, default=10, help="how many misclassified samples to list")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    runs = commands.add_parser("runs", help="list runs with status, model, epochs and best accuracy")
+    _add_locations(runs)
+    runs.add_argument("--json", action="store_true", help="print a JSON array")
+
+    data = commands.add_parser("data", help="manage datasets")
+    data_commands = data.add_subparsers(dest="data_command", parser_class=Parser, required=True)
+    import_ = data_commands.add_parser("import", help="check a folder of IDX files and install it as a dataset")
+    _add_locations(import_)
+    import_.add_argument("source", type=Path, help="folder with the four IDX files, gzipped or not")
+    import_.add_argument("--dataset", choices=CHOICES["dataset"], default="mnist")
+    return parser
+
+
+def make_app(args: argparse.Namespace | None = None) -> MnistTuiApp:
+    """The one factory for the dashboard, used by the CLI and the tests."""
+    from mnist_tui.data import download_allowed, resolve_data_dir
+    from mnist_tui.tui.app import MnistTuiApp
+
+    args = args or build_parser().parse_args([])
+    return MnistTuiApp(data_dir=resolve_data_dir(args.data_dir), runs_dir=resolve_runs_dir(args.runs_dir),
+                       download=download_allowed(args.no_download))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            make_app(args).run()
+            return 0
+        handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data}
+        return handler[args.command](args)
+    except UsageError as error:
+        print(f"mnist-tui: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as error:
+        print(f"mnist-tui: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = load_config(args.config) if args.config else None
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    return TrainConfig.from_mapping(overrides, base)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from mnist_tui.control import FileControl
+    from mnist_tui.data import download_allowed, resolve_data_dir
+    from mnist_tui.engine import train
+    from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed, dumps
+    from mnist_tui.reporting import ConsoleReporter
+
+    if args.run_dir is not None:
+        run = RunDir(args.run_dir)
+        config = run.config()
+    else:
+        config = config_from_args(args)
+        run = create_run(resolve_runs_dir(args.runs_dir), config)
+    control = FileControl(run.control_path)
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if control.stopping:
+            raise KeyboardInterrupt
+        control.stop()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    reporter = None if args.json else ConsoleReporter(config)
+    run.set_status("running")
+    outcome: RunFinished | RunFailed | None = None
+    try:
+        for event in train(config, run.path, resolve_data_dir(args.data_dir), download=download_allowed(args.no_download),
+                           control=control):
+            run.append_event(event)
+            if isinstance(event, RunPaused | RunResumed):
+                run.set_status("paused" if isinstance(event, RunPaused) else "running")
+            if isinstance(event, RunFinished | RunFailed):
+                outcome = event
+            if reporter is None:
+                print(dumps(event), flush=True)
+            else:
+                reporter.show(event)
+    except (Exception, KeyboardInterrupt) as error:
+        message = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+        outcome = RunFailed(f"trainer crashed: {message}", str(run.path))
+        run.append_event(outcome)
+        if not isinstance(error, KeyboardInterrupt):
+            traceback.print_exc()
+        if reporter is not None:
+            reporter.show(outcome)
+    finally:
+        if reporter is not None:
+            reporter.close()
+    if isinstance(outcome, RunFinished):
+        run.set_status(outcome.status)
+        return 0
+    run.set_status("failed")
+    if isinstance(outcome, RunFailed):
+        print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    from mnist_tui.checkpoints import CheckpointError, load_checkpoint
+    from mnist_tui.data import DatasetError, DeviceError, download_allowed, resolve_data_dir
+    from mnist_tui.evaluation import evaluate
+    from mnist_tui.reporting import print_evaluation
+
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        print(f"mnist-tui: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = evaluate(checkpoint, args.split, resolve_data_dir(args.data_dir), download_allowed(args.no_download),
+                          args.device, args.dataset)
+    except (DatasetError, DeviceError) as error:
+        print(f"mnist-tui: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print_evaluation(result, checkpoint, args.mistakes)
+    return 0
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    from mnist_tui.reporting import print_runs
+
+    summaries = list_runs(resolve_runs_dir(args.runs_dir))
+    if args.json:
+        print(json.dumps([s.to_json() for s in summaries]))
+    else:
+        print_runs(summaries)
+    return 0
+
+
+def command_data(args: argparse.Namespace) -> int:
+    from mnist_tui.data import DatasetError, import_idx_folder, resolve_data_dir
+
+    try:
+        target = import_idx_folder(args.source, args.dataset, resolve_data_dir(args.data_dir))
+    except DatasetError as error:
+        print(f"mnist-tui: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        print(f"mnist-tui: error: cannot write the dataset: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"imported {args.dataset} into {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

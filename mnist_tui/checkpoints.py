@@ -1,0 +1,209 @@
+"""Checkpoints: atomic saves, safe loads, and discovery.
+
+A checkpoint is a plain dict of tensors and primitives, so it loads with `torch.load(weights_only=True)`
+and never runs code from the file. A bare state_dict of a registered model (the tutorial's
+`model.state_dict()`) loads too, with the tutorial's preprocessing assumed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_tui import __version__
+from mnist_tui.config import ConfigError, TrainConfig
+from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
+
+FORMAT = "mnist-tui-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+class CheckpointError(RuntimeError):
+    """A file cannot be used as a checkpoint; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a loaded checkpoint offers: enough to rebuild the model and to resume its run."""
+
+    path: Path
+    model_name: str
+    model_state: dict[str, torch.Tensor]
+    config: TrainConfig
+    mean: float
+    std: float
+    epoch: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+    bare_state_dict: bool = False
+
+    def build_model(self) -> nn.Module:
+        model = build_model(self.model_name)
+        model.load_state_dict(self.model_state)
+        return model
+
+
+def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(dict(payload), stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                       config: TrainConfig, epoch: int, step: int, metrics: Mapping[str, Any],
+                       history: list[dict[str, Any]], progress: Mapping[str, float]) -> dict[str, Any]:
+    """The plain dict saved as a checkpoint; `epoch` counts whole epochs done, `step` batches into the next."""
+    import torchvision
+
+    spec = MODEL_SPECS[config.model]
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": config.model,
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer_state": optimizer.state_dict(),
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "config": config.to_dict(),
+        "epoch": epoch,
+        "step": step,
+        "progress": dict(progress),
+        "metrics": dict(metrics),
+        "history": history,
+        "preprocessing": {"scale": 1 / 255, "mean": spec.mean, "std": spec.std},
+        "rng_state": torch.get_rng_state(),
+        "versions": {"mnist_tui": __version__, "torch": str(torch.__version__),
+                     "torchvision": str(torchvision.__version__)},
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+WHOLE_MODEL_HINT = (
+    "it holds a whole pickled model (torch.save(model)), which can only be loaded by running code from the "
+    "file, so it is refused. Re-save its weights where the model class exists: "
+    "torch.save(model.state_dict(), 'model.pt')")
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load a checkpoint or a bare state_dict of a registered model, safely.
+
+    Raises:
+        CheckpointError: missing, truncated, corrupt, foreign or unsafe file, in one line.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: {_unpickling_reason(str(error))}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError,
+            AttributeError, KeyError, IndexError) as error:
+        raise CheckpointError(f"{path}: not a readable PyTorch file, truncated or corrupt "
+                              f"({type(error).__name__}: {_first_line(str(error))})") from None
+    if isinstance(data, Mapping) and data.get("format") == FORMAT:
+        return _from_payload(path, data)
+    if isinstance(data, Mapping) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        model_name = match_state_dict(data)
+        if model_name is None:
+            raise CheckpointError(f"{path}: a state_dict, but not of a known model ({', '.join(MODEL_SPECS)})")
+        config = TrainConfig(model=model_name)
+        # A bare state_dict carries no preprocessing: assume the tutorial's ToTensor() pixels in [0, 1].
+        return Checkpoint(path, model_name, dict(data), config, 0.0, 1.0, bare_state_dict=True)
+    raise CheckpointError(f"{path}: not an mnist-tui checkpoint nor a state_dict of a known model")
+
+
+def _from_payload(path: Path, data: Mapping[str, Any]) -> Checkpoint:
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer mnist-tui (format {data.get('format_version')}); "
+                              "upgrade mnist-tui to read it")
+    try:
+        config = TrainConfig.from_mapping(data["config"])
+        preprocessing = data["preprocessing"]
+        state = data["model_state"]
+        if match_state_dict(state) != config.model:
+            raise CheckpointError(f"{path}: its weights do not fit the {config.model!r} model it names")
+        return Checkpoint(path, config.model, dict(state), config, float(preprocessing["mean"]),
+                          float(preprocessing["std"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})),
+                          dict(data))
+    except (KeyError, TypeError, ConfigError) as error:
+        raise CheckpointError(f"{path}: damaged mnist-tui checkpoint ({_first_line(str(error))})") from None
+
+
+def _unpickling_reason(message: str) -> str:
+    """Explain why the safe unpickler refused a file, from the global it refused to import."""
+    match = re.search(r"GLOBAL ([\w.]+)", message)
+    if match is None:
+        return f"not a readable PyTorch file ({_first_line(message)})"
+    name = match.group(1)
+    if name.startswith(("__main__.", "torch.nn.modules.")):
+        return WHOLE_MODEL_HINT
+    return (f"refused: loading it would import {name}, and a checkpoint never needs code to load "
+            "(it may be a malicious pickle)")
+
+
+def _first_line(message: str) -> str:
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line[:200]
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint found on disk, described without loading its tensors into a model."""
+
+    path: Path
+    run_id: str
+    kind: str
+    model: str
+    dataset: str
+    epoch: int
+    val_accuracy: float | None
+    created: str
+
+
+def read_checkpoint_info(path: Path) -> CheckpointInfo:
+    """Describe a checkpoint for a list; raises CheckpointError like `load_checkpoint`."""
+    checkpoint = load_checkpoint(path)
+    kind = path.stem if path.stem in ("best", "last") else "file"
+    return CheckpointInfo(
+        path=path,
+        run_id=path.parent.name,
+        kind=kind,
+        model=checkpoint.model_name,
+        dataset=checkpoint.config.dataset,
+        epoch=checkpoint.epoch,
+        val_accuracy=checkpoint.metrics.get("val_accuracy"),
+        created=str(checkpoint.raw.get("created", "")),
+    )
+
+
+def discover_checkpoints(runs_root: Path) -> list[Path]:
+    """Every best.pt and last.pt under the runs folder, newest run first."""
+    if not runs_root.is_dir():
+        return []
+    found = [p for p in runs_root.glob("*/*.pt") if p.stem in ("best", "last")]
+    return sorted(found, key=lambda p: (p.parent.name, p.stem), reverse=True)

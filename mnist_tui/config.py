@@ -1,0 +1,240 @@
+"""The run configuration: one typed, validated place for every training setting.
+
+The settings form, the CLI flags and config files all go through `TrainConfig.from_mapping`, so a value is
+checked by the same rule wherever it comes from. Defaults are the tutorial's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+MODELS = ("mlp", "cnn")
+DATASETS = ("mnist", "fashion-mnist", "kmnist")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "onecycle")
+MAX_TRAIN_SIZE = 60000
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; `errors` maps each field name to a message a person understands."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        self.errors = dict(errors)
+        super().__init__("; ".join(self.errors.values()))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a run trains. Two runs with equal configs on CPU give equal metrics."""
+
+    model: str = "mlp"
+    """Architecture from the model registry: `mlp` (the tutorial's 784-128-64-10) or `cnn`."""
+    dataset: str = "mnist"
+    """Which 28x28 grey 10-class dataset: `mnist`, `fashion-mnist` or `kmnist`."""
+    batch_size: int = 256
+    """Training images per optimizer step (the tutorial's 256); the last short batch is dropped."""
+    epochs: int = 20
+    """Full passes over the training split."""
+    lr: float = 0.001
+    """Learning rate (peak rate for the onecycle scheduler)."""
+    optimizer: str = "adam"
+    """`adam` (the tutorial's), `adamw` (decoupled weight decay) or `sgd` (with momentum)."""
+    momentum: float = 0.9
+    """Momentum for `sgd`; ignored by the Adam family."""
+    weight_decay: float = 0.0
+    """L2 penalty (decoupled for adamw)."""
+    scheduler: str = "none"
+    """Learning-rate schedule: `none`, `cosine` (anneal to zero) or `onecycle` (warm up, then anneal)."""
+    val_split: float = 0.0
+    """Fraction of the training split held out for validation; 0 validates on the test set, as the tutorial."""
+    augment: bool = False
+    """Random per-sample shifts (up to 2 px) and rotations (up to 10 degrees), done on the device."""
+    seed: int = 0
+    """Seeds weights, shuffling, augmentation and dropout."""
+    device: str = "auto"
+    """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
+    num_threads: int = 0
+    """CPU threads for torch; 0 lets mnist-tui choose."""
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """Build a config from loose values (strings from a form or CLI, JSON/TOML types), checking all.
+
+        Raises:
+            ConfigError: naming every unknown key and every invalid value.
+        """
+        base = base or cls()
+        known = {f.name for f in fields(cls)}
+        errors = {key: f"unknown setting {key!r}" for key in values if key not in known}
+        changes: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in known:
+                continue
+            try:
+                changes[key] = coerce_value(key, raw)
+            except ConfigError as error:
+                errors.update(error.errors)
+        if errors:
+            raise ConfigError(errors)
+        config = dataclasses.replace(base, **changes)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ConfigError listing every field whose value is out of range."""
+        errors = {}
+        for f in fields(self):
+            message = check_value(f.name, getattr(self, f.name))
+            if message:
+                errors[f.name] = message
+        if errors:
+            raise ConfigError(errors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_TYPES: dict[str, type] = {"batch_size": int, "epochs": int, "seed": int, "num_threads": int,
+                                "lr": float, "momentum": float, "weight_decay": float, "val_split": float,
+                                "augment": bool}
+CHOICES: dict[str, tuple[str, ...]] = {"model": MODELS, "dataset": DATASETS, "optimizer": OPTIMIZERS,
+                                        "scheduler": SCHEDULERS}
+
+
+def field_help(name: str) -> str:
+    """The one-line description of a field, taken from its docstring in the source."""
+    return FIELD_DOCS.get(name, "")
+
+
+def coerce_value(name: str, raw: Any) -> Any:
+    """Turn a raw value (a form's text, a CLI string, a JSON value) into the field's type."""
+    kind = FIELD_TYPES.get(name, str)
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(raw, bool):
+            raise ValueError
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError
+            return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+        if kind is float:
+            return float(str(raw).strip()) if isinstance(raw, str) else float(raw)
+        if not isinstance(raw, str):
+            raise ValueError
+        return raw.strip().lower()
+    except (TypeError, ValueError):
+        article = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
+        raise ConfigError({name: f"{name} must be {article[kind.__name__]}, got {raw!r}"}) from None
+
+
+def _range(name: str, value: float, low: float, high: float, what: str, low_open: bool = False) -> str | None:
+    if (value <= low if low_open else value < low) or value > high or value != value:
+        bound = f"above {low:g}" if low_open else f"from {low:g}"
+        return f"{name} must be {what} {bound} to {high:g}, got {value:g}"
+    return None
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """The reason a typed value is invalid for a field, or None when it is fine. The one validator."""
+    if name in CHOICES:
+        return None if value in CHOICES[name] else f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
+    if name == "batch_size":
+        return _range(name, value, 1, MAX_TRAIN_SIZE, "an integer")
+    if name == "epochs":
+        return _range(name, value, 1, 1000, "an integer")
+    if name == "lr":
+        return _range(name, value, 0, 10, "a number", low_open=True)
+    if name == "momentum":
+        return _range(name, value, 0, 0.999, "a number")
+    if name == "weight_decay":
+        return _range(name, value, 0, 1, "a number")
+    if name == "val_split":
+        return _range(name, value, 0, 0.5, "a fraction")
+    if name == "seed":
+        return _range(name, value, 0, 2**31 - 1, "an integer")
+    if name == "num_threads":
+        return _range(name, value, 0, 256, "an integer")
+    if name == "device":
+        return check_device(value)
+    return None
+
+
+def check_device(value: str) -> str | None:
+    if value in ("auto", "cpu", "cuda", "mps"):
+        return None
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return None
+    return f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
+
+
+def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a TOML or JSON settings file (by suffix) into a validated config.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, malformed or holds invalid values.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError({"file": f"cannot read config file {path}: {error.strerror}"}) from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError({"file": f"config file {path} is not valid {_format(path)}: {error}"}) from None
+    if not isinstance(data, dict):
+        raise ConfigError({"file": f"config file {path} must hold a table of settings"})
+    return TrainConfig.from_mapping(data, base)
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write a config as TOML or JSON (by suffix) so that `load_config` reads it back equal."""
+    if path.suffix.lower() == ".json":
+        text = json.dumps(config.to_dict(), indent=2) + "\n"
+    else:
+        text = "".join(f"{key} = {_toml_value(value)}\n" for key, value in config.to_dict().items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _format(path: Path) -> str:
+    return "JSON" if path.suffix.lower() == ".json" else "TOML"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def _field_docs() -> dict[str, str]:
+    """Read each field's docstring from this module's source, so help text has one home."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+                docs[node.target.id] = str(after.value.value)
+    return docs
+
+
+FIELD_DOCS = _field_docs()

@@ -1,0 +1,81 @@
+"""Steering a run: pause, resume and stop requests, in-process or through a file another process writes.
+
+Torch-free, so the dashboard can steer runs without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+COMMANDS = ("run", "pause", "stop")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, indent=2)
+        stream.write("\n")
+    os.replace(temporary, path)
+
+
+class RunControl:
+    """Pause, resume and stop requests for a running `train`, safe to call from any thread.
+
+    Subclasses can pull requests from elsewhere by overriding `poll`, which the training loop calls at
+    each progress report and while paused.
+    """
+
+    def __init__(self) -> None:
+        self._paused = threading.Event()
+        self._stop = threading.Event()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def poll(self) -> None:
+        """Fetch outside requests; the base class has none."""
+
+
+class FileControl(RunControl):
+    """A RunControl that also obeys a control file, `{"command": "run" | "pause" | "stop"}`."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._path = path
+        self._seen_mtime = 0
+
+    def poll(self) -> None:
+        try:
+            mtime = self._path.stat().st_mtime_ns
+            if mtime == self._seen_mtime:
+                return
+            command = json.loads(self._path.read_text(encoding="utf-8")).get("command")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return
+        self._seen_mtime = mtime
+        if command == "pause":
+            self.pause()
+        elif command == "run":
+            self.resume()
+        elif command == "stop":
+            self.stop()

@@ -1,0 +1,117 @@
+"""Evaluation: loss, accuracy, confusion matrix, per-class scores and the misclassified samples."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mnist_tui.checkpoints import Checkpoint
+from mnist_tui.data import DATASET_SPECS, Split, load_split, prepare, resolve_device
+
+EVAL_BATCH_SIZE = 2000
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, mean: float, std: float,
+            batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """Logits (N, 10) for a device-resident split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    outputs = [model(prepare(split.images[i:i + batch_size], mean, std)) for i in range(0, len(split), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A misclassified sample: its index in the split, what it is, what the model said, and how sure it was."""
+
+    index: int
+    true: int
+    predicted: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    checkpoint: str
+    dataset: str
+    split: str
+    samples: int
+    loss: float
+    """Mean cross-entropy per sample."""
+    accuracy: float
+    confusion_matrix: list[list[int]]
+    """Rows are true classes, columns predicted."""
+    per_class: list[ClassScore]
+    mistakes: list[Mistake]
+    """Most confident mistakes first."""
+    mistake_images: torch.Tensor
+    """uint8 (len(mistakes), 28, 28), in the order of `mistakes`."""
+    seconds: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "checkpoint": self.checkpoint, "dataset": self.dataset, "split": self.split,
+            "samples": self.samples, "loss": self.loss, "accuracy": self.accuracy,
+            "confusion_matrix": self.confusion_matrix,
+            "per_class": [vars(score) for score in self.per_class],
+            "misclassified": [vars(mistake) for mistake in self.mistakes],
+            "seconds": self.seconds,
+        }
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...]
+          ) -> tuple[float, float, list[list[int]], list[ClassScore], list[Mistake]]:
+    """Metrics from logits and labels; split out so it is testable on hand-made numbers."""
+    loss = float(F.cross_entropy(logits, labels, reduction="mean"))
+    probabilities = logits.softmax(dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    classes = len(class_names)
+    confusion = torch.bincount(labels * classes + predicted, minlength=classes * classes).reshape(classes, classes)
+    true_positive = confusion.diagonal().to(torch.float64)
+    predicted_count = confusion.sum(dim=0).to(torch.float64)
+    support = confusion.sum(dim=1)
+    precision = torch.where(predicted_count > 0, true_positive / predicted_count.clamp(min=1), 0.0)
+    recall = torch.where(support > 0, true_positive / support.clamp(min=1), 0.0)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), 0.0)
+    per_class = [ClassScore(class_names[c], float(precision[c]), float(recall[c]), float(f1[c]), int(support[c]))
+                 for c in range(classes)]
+    wrong = (predicted != labels).nonzero().flatten()
+    wrong = wrong[confidence[wrong].argsort(descending=True)]
+    mistakes = [Mistake(int(i), int(labels[i]), int(predicted[i]), float(confidence[i])) for i in wrong.tolist()]
+    accuracy = float((predicted == labels).to(torch.float64).mean())
+    return loss, accuracy, confusion.tolist(), per_class, mistakes
+
+
+def evaluate(checkpoint: Checkpoint, split: str = "test", data_root: Path = Path("datasets"),
+             download: bool = False, device: str = "auto", dataset: str | None = None) -> EvaluationResult:
+    """Evaluate a loaded checkpoint on a whole split of its dataset (or `dataset` if given).
+
+    Raises:
+        DatasetError, DeviceError: the data or device is not available.
+    """
+    dataset = dataset or checkpoint.config.dataset
+    target = resolve_device(device)
+    data = load_split(dataset, split == "train", data_root, download)
+    started = time.perf_counter()
+    model = checkpoint.build_model().to(target)
+    logits = predict(model, data.to(target), checkpoint.mean, checkpoint.std).cpu()
+    loss, accuracy, confusion, per_class, mistakes = score(logits, data.labels, DATASET_SPECS[dataset].classes)
+    images = data.images[[m.index for m in mistakes]] if mistakes else data.images[:0]
+    return EvaluationResult(str(checkpoint.path), dataset, split, len(data), loss, accuracy, confusion,
+                            per_class, mistakes, images, time.perf_counter() - started)

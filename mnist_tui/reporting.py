@@ -1,0 +1,158 @@
+"""Rich output for the headless CLI: live progress for `train`, tables for `eval` and `runs`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from mnist_tui.checkpoints import Checkpoint
+from mnist_tui.config import TrainConfig
+from mnist_tui.evaluation import EvaluationResult
+from mnist_tui.events import (
+    BatchProgress,
+    EpochEnded,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+)
+from mnist_tui.runs import RunSummary
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return str(dt.timedelta(seconds=round(seconds)))
+
+
+def format_percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+class ConsoleReporter:
+    """Shows a run's events as two progress bars (run, epoch) with ETA and samples/s, and an epoch table."""
+
+    COLUMNS = ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "time", "samples/s")
+
+    def __init__(self, config: TrainConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=False)
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=True)
+        self.run_task: TaskID | None = None
+        self.epoch_task: TaskID | None = None
+        self.steps = 1
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._started(event)
+        elif isinstance(event, BatchProgress) and self.run_task is not None and self.epoch_task is not None:
+            done = (event.epoch - 1) * event.steps + event.step
+            self.progress.update(self.run_task, completed=done, note=f"epoch {event.epoch}/{self.config.epochs}")
+            self.progress.update(self.epoch_task, completed=event.step,
+                                 note=f"loss {event.loss:.4f}  {event.samples_per_second:,.0f} samples/s")
+        elif isinstance(event, EpochEnded):
+            best = " *" if event.is_best else ""
+            self.console.print(
+                f"{event.epoch:>5}/{event.epochs:<3} {event.train_loss:>10.4f} {event.train_accuracy:>9.2%} "
+                f"{event.val_loss:>9.4f} {event.val_accuracy:>8.2%}{best:<2} {event.lr:>9.2e} "
+                f"{event.epoch_seconds:>6.1f}s {event.samples_per_second:>10,.0f}")
+            if self.epoch_task is not None:
+                self.progress.reset(self.epoch_task, total=self.steps, note="")
+        elif isinstance(event, RunPaused):
+            self.console.print(f"[yellow]paused at epoch {event.epoch}, step {event.step}[/]")
+        elif isinstance(event, RunResumed):
+            self.console.print("[green]resumed[/]")
+        elif isinstance(event, RunFinished):
+            self.close()
+            colour = "green" if event.status == "completed" else "yellow"
+            self.console.print(
+                f"[{colour}]{event.status}[/] after {event.epochs_done} epoch(s) in {format_duration(event.duration)}; "
+                f"best val accuracy {format_percent(event.best_val_accuracy)} (epoch {event.best_epoch}), "
+                f"final {format_percent(event.final_val_accuracy)}")
+            self.console.print(f"run folder: {event.run_dir}")
+        elif isinstance(event, RunFailed):
+            self.close()
+            self.console.print(f"[red]failed:[/] {event.message}")
+
+    def _started(self, event: RunStarted) -> None:
+        self.steps = event.steps_per_epoch
+        self.console.print(
+            f"run {event.run_id}: {self.config.model} ({event.parameters:,} parameters) on {self.config.dataset}, "
+            f"{event.device_name}; {event.train_size:,} training images, validating on {event.val_source} "
+            f"({event.val_size:,})")
+        self.console.print("[bold]" + "{:>9} {:>10} {:>9} {:>9} {:>8}   {:>9} {:>7} {:>10}".format(*self.COLUMNS))
+        self.progress.start()
+        total = self.config.epochs * event.steps_per_epoch
+        self.run_task = self.progress.add_task("run", total=total, completed=event.start_epoch * event.steps_per_epoch,
+                                               note="")
+        self.epoch_task = self.progress.add_task("epoch", total=event.steps_per_epoch, note="")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes: int,
+                     console: Console | None = None) -> None:
+    console = console or Console()
+    note = " (bare state_dict: tutorial preprocessing assumed)" if checkpoint.bare_state_dict else ""
+    console.print(f"[bold]{result.checkpoint}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
+                  f"({result.samples:,} images){note}")
+    console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
+                  f"({result.samples - len(result.mistakes):,}/{result.samples:,})   {result.seconds:.2f}s")
+    labels = [score.label for score in result.per_class]
+    confusion = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False)
+    confusion.add_column("")
+    for label in labels:
+        confusion.add_column(label[:5], justify="right")
+    for label, row in zip(labels, result.confusion_matrix, strict=True):
+        cells = [f"[bold]{v}[/]" if i == labels.index(label) else (f"[red]{v}[/]" if v else "[dim]0[/]")
+                 for i, v in enumerate(row)]
+        confusion.add_row(label[:11], *cells)
+    console.print(confusion)
+    scores = Table(title="per-class scores", show_edge=False)
+    for column in ("class", "precision", "recall", "f1", "support"):
+        scores.add_column(column, justify="left" if column == "class" else "right")
+    for score in result.per_class:
+        scores.add_row(score.label, f"{score.precision:.4f}", f"{score.recall:.4f}", f"{score.f1:.4f}",
+                       str(score.support))
+    console.print(scores)
+    if mistakes and result.mistakes:
+        wrong = Table(title=f"most confident mistakes ({min(mistakes, len(result.mistakes))} of "
+                      f"{len(result.mistakes)})", show_edge=False)
+        for column in ("index", "true", "predicted", "confidence"):
+            wrong.add_column(column, justify="right")
+        for mistake in result.mistakes[:mistakes]:
+            wrong.add_row(str(mistake.index), labels[mistake.true], labels[mistake.predicted],
+                          f"{mistake.confidence:.1%}")
+        console.print(wrong)
+
+
+def print_runs(summaries: list[RunSummary], console: Console | None = None) -> None:
+    console = console or Console()
+    if not summaries:
+        console.print("no runs yet: start one with `mnist-tui train` or from the dashboard")
+        return
+    table = Table(show_edge=False)
+    for column in ("run", "status", "model", "dataset", "epochs", "best acc", "duration"):
+        table.add_column(column)
+    colours = {"completed": "green", "running": "cyan", "paused": "yellow", "stopped": "yellow",
+               "failed": "red", "crashed": "red"}
+    for s in summaries:
+        table.add_row(s.run_id, f"[{colours.get(s.status, 'white')}]{s.status}[/]", s.model, s.dataset,
+                      f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy), format_duration(s.duration))
+    console.print(table)

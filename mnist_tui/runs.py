@@ -1,0 +1,177 @@
+"""The run directory: config, append-only event log, status, control requests and checkpoints.
+
+    runs/<run-id>/
+        config.json     the TrainConfig the run was started with
+        events.jsonl    one JSON event per line, appended as they happen (see events.py)
+        status.json     {"status": ..., "pid": ..., "updated": ...}, rewritten atomically
+        control.json    {"command": "run" | "pause" | "stop"}, written by whoever steers the run
+        trainer.log     stdout/stderr of a trainer started by the dashboard
+        last.pt, best.pt
+
+A run whose status says `running` but whose process is gone is reported as `crashed`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mnist_tui.config import TrainConfig
+from mnist_tui.control import write_json_atomic
+from mnist_tui.events import EpochEnded, Event, RunFailed, RunFinished, RunStarted, dumps, from_json
+
+RUNS_DIR_ENV = "MNIST_TUI_RUNS"
+DEFAULT_RUNS_DIR = Path("runs")
+ACTIVE_STATUSES = ("starting", "running", "paused")
+
+
+def resolve_runs_dir(explicit: str | Path | None = None) -> Path:
+    """`--runs-dir`, else $MNIST_TUI_RUNS, else ./runs."""
+    if explicit:
+        return Path(explicit).expanduser()
+    from_env = os.environ.get(RUNS_DIR_ENV)
+    return Path(from_env).expanduser() if from_env else DEFAULT_RUNS_DIR
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def events_path(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def control_path(self) -> Path:
+        return self.path / "control.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "trainer.log"
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_mapping(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
+
+    def append_event(self, event: Event) -> None:
+        """Append one line and flush it, so followers see whole lines as soon as they exist."""
+        with open(self.events_path, "a", encoding="utf-8") as stream:
+            stream.write(dumps(event) + "\n")
+
+    def read_events(self) -> list[Event]:
+        if not self.events_path.exists():
+            return []
+        return [from_json(json.loads(line)) for line in self.events_path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
+    def set_status(self, status: str, pid: int | None = None) -> None:
+        write_json_atomic(self.path / "status.json", {
+            "status": status, "pid": pid if pid is not None else os.getpid(),
+            "updated": dt.datetime.now().isoformat(timespec="seconds")})
+
+    def status(self) -> str:
+        """The recorded status, with `crashed` for an active run whose process is gone."""
+        try:
+            data = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return "unknown"
+        status = str(data.get("status", "unknown"))
+        if status in ACTIVE_STATUSES and not process_alive(int(data.get("pid", 0)) or -1):
+            return "crashed"
+        return status
+
+    def send(self, command: str) -> None:
+        """Ask the run's trainer to `run`, `pause` or `stop`; it acts within about a tenth of a second."""
+        write_json_atomic(self.control_path, {"command": command})
+
+
+def new_run_id(config: TrainConfig) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{config.model}-{secrets.token_hex(2)}"
+
+
+def create_run(runs_root: Path, config: TrainConfig) -> RunDir:
+    """A fresh run folder holding the config, ready for a trainer."""
+    runs_root.mkdir(parents=True, exist_ok=True)
+    run = RunDir(runs_root / new_run_id(config))
+    run.path.mkdir()
+    write_json_atomic(run.path / "config.json", config.to_dict())
+    run.send("run")
+    run.set_status("starting")
+    return run
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    path: Path
+    status: str
+    model: str
+    dataset: str
+    epochs_done: int
+    epochs: int
+    best_val_accuracy: float | None
+    duration: float | None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "path": str(self.path), "status": self.status, "model": self.model,
+                "dataset": self.dataset, "epochs_done": self.epochs_done, "epochs": self.epochs,
+                "best_val_accuracy": self.best_val_accuracy, "duration": self.duration, "message": self.message}
+
+
+def summarize(run: RunDir) -> RunSummary:
+    config = run.config()
+    events = run.read_events()
+    epochs = [e for e in events if isinstance(e, EpochEnded)]
+    started = next((e.time for e in events if isinstance(e, RunStarted)), None)
+    finished = next((e for e in reversed(events) if isinstance(e, RunFinished | RunFailed)), None)
+    duration = finished.duration if isinstance(finished, RunFinished) else (
+        (run.path / "status.json").stat().st_mtime - started if started else None)
+    best = max((e.val_accuracy for e in epochs), default=None)
+    message = finished.message if isinstance(finished, RunFailed) else ""
+    return RunSummary(run.run_id, run.path, run.status(), config.model, config.dataset,
+                      epochs[-1].epoch if epochs else 0, config.epochs, best, duration, message)
+
+
+def iter_runs(runs_root: Path) -> Iterator[RunDir]:
+    """Run folders (those with a config.json), newest first."""
+    if not runs_root.is_dir():
+        return
+    for path in sorted(runs_root.iterdir(), reverse=True):
+        if (path / "config.json").is_file():
+            yield RunDir(path)
+
+
+def list_runs(runs_root: Path) -> list[RunSummary]:
+    summaries = []
+    for run in iter_runs(runs_root):
+        try:
+            summaries.append(summarize(run))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return summaries
