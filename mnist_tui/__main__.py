@@ -144,8 +144,8 @@ def command_train(args: argparse.Namespace) -> int:
     run.set_status("running")
     outcome: RunFinished | RunFailed | None = None
     try:
-        for event in train(config, run.path, resolve_data_dir(args.data_dir), download=download_allowed(args.no_download),
-                           control=control):
+        data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
+        for event in train(config, run.path, data_root, download=download, control=control):
             run.append_event(event)
             if isinstance(event, RunPaused | RunResumed):
                 run.set_status("paused" if isinstance(event, RunPaused) else "running")
@@ -176,8 +176,9 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def command_eval(args: argparse.Namespace) -> int:
+    from mnist_tui.batches import DeviceError
     from mnist_tui.checkpoints import CheckpointError, load_checkpoint
-    from mnist_tui.data import DatasetError, DeviceError, download_allowed, resolve_data_dir
+    from mnist_tui.data import DatasetError, download_allowed, resolve_data_dir
     from mnist_tui.evaluation import evaluate
     from mnist_tui.reporting import print_evaluation
 

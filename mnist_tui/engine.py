@@ -16,11 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mnist_tui.checkpoints import Checkpoint, checkpoint_payload, save_checkpoint
-from mnist_tui.config import TrainConfig
-from mnist_tui.control import RunControl
-from mnist_tui.data import (
-    DatasetError,
+from mnist_tui.batches import (
     DeviceError,
     Split,
     augment,
@@ -33,6 +29,10 @@ from mnist_tui.data import (
     resolve_device,
     steps_per_epoch,
 )
+from mnist_tui.checkpoints import Checkpoint, checkpoint_payload, save_checkpoint
+from mnist_tui.config import TrainConfig
+from mnist_tui.control import RunControl
+from mnist_tui.data import DatasetError
 from mnist_tui.evaluation import predict
 from mnist_tui.events import (
     BatchProgress,

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_tui.batches import Split, load_split, prepare, resolve_device
 from mnist_tui.checkpoints import Checkpoint
-from mnist_tui.data import DATASET_SPECS, Split, load_split, prepare, resolve_device
+from mnist_tui.data import DATASET_SPECS
 
 EVAL_BATCH_SIZE = 2000
 

@@ -1,0 +1,110 @@
+"""The async wrapper around a training run: start a trainer process, stream its events, steer it.
+
+The trainer is `mnist-tui train --run-dir DIR`, the same engine and code path as headless training, in its
+own process and session: a crash, a NaN or CUDA running out of memory ends the trainer, never the
+dashboard, and closing the terminal does not stop training. The wrapper follows the run's event log and
+steers through the run's control file, so it works the same for a run it started and one it attaches to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from mnist_tui.config import TrainConfig
+from mnist_tui.events import TERMINAL_EVENTS, Event, RunFailed, from_json
+from mnist_tui.runs import RunDir, create_run
+
+POLL_SECONDS = 0.1
+
+
+class TrainingSession:
+    """One run, seen from the dashboard: `events()` replays the log from the start, then follows it live."""
+
+    def __init__(self, run: RunDir, process: subprocess.Popen[bytes] | None = None) -> None:
+        self.run = run
+        self.process = process
+
+    @classmethod
+    def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
+        """Create the run folder and start its trainer, detached from this terminal."""
+        run = create_run(runs_root, config)
+        command = [sys.executable, "-m", "mnist_tui", "train", "--run-dir", str(run.path.absolute()),
+                   "--data-dir", str(data_root.absolute()), "--json"]
+        if not download:
+            command.append("--no-download")
+        with open(run.log_path, "ab") as log:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        run.set_status("starting", pid=process.pid)
+        return cls(run, process)
+
+    @classmethod
+    def attach(cls, run: RunDir) -> TrainingSession:
+        """Follow a run started elsewhere (another dashboard, `mnist-tui train`)."""
+        return cls(run)
+
+    def pause(self) -> None:
+        self.run.send("pause")
+
+    def resume(self) -> None:
+        self.run.send("run")
+
+    def stop(self) -> None:
+        self.run.send("stop")
+
+    def trainer_exit_code(self) -> int | None:
+        """The trainer's exit code once it has ended, else None; -1 when it ended but the code is unknown."""
+        if self.process is not None:
+            return self.process.poll()
+        return None if self.run.status() in ("starting", "running", "paused") else -1
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event of the run in order, ending after the last one; a trainer that dies without saying
+        why yields a RunFailed carrying the end of its log."""
+        offset = 0
+        pending = b""
+        while True:
+            exit_code = self.trainer_exit_code()
+            chunk = await asyncio.to_thread(self._read_from, offset)
+            offset += len(chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    event = from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    return
+            if exit_code is not None and not chunk:
+                yield RunFailed(self._crash_message(exit_code), str(self.run.path))
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _read_from(self, offset: int) -> bytes:
+        try:
+            with open(self.run.events_path, "rb") as stream:
+                stream.seek(offset)
+                return stream.read()
+        except FileNotFoundError:
+            return b""
+
+    def _crash_message(self, exit_code: int) -> str:
+        try:
+            tail = [line for line in self.run.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            tail = []
+        reason = tail[-1] if tail else "no output"
+        how = f"was killed by signal {-exit_code}" if exit_code < -1 else f"exited with code {exit_code}"
+        if exit_code == -1:
+            how = "is gone"
+        return f"the trainer {how} without finishing: {reason} (log: {self.run.log_path})"

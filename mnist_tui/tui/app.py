@@ -1,0 +1,135 @@
+"""The dashboard: three screens over the headless core, reached with F2/F3/F4, everything by keyboard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from mnist_tui.config import TrainConfig
+from mnist_tui.session import TrainingSession
+from mnist_tui.tui.screens.dialogs import quit_dialog
+from mnist_tui.tui.screens.evaluation import EvaluationScreen
+from mnist_tui.tui.screens.settings import SettingsScreen
+from mnist_tui.tui.screens.training import TrainingScreen
+
+OVER_SSH = bool(os.environ.get("SSH_CONNECTION"))
+REFRESH_SECONDS = 0.5 if OVER_SSH else 0.25
+"""How often the training panel drains events and redraws; lower over SSH to save bandwidth."""
+
+
+class MnistTuiApp(App[None]):
+    """Settings, live training and evaluation; a thin layer that starts, follows and steers runs."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "mnist-tui"
+    BINDINGS = [
+        Binding("f2", "show('settings')", "Settings"),
+        Binding("f3", "show('training')", "Training"),
+        Binding("f4", "show('evaluation')", "Evaluate"),
+        Binding("question_mark", "toggle_keys", "Keys"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(self, data_dir: Path, runs_dir: Path, download: bool,
+                 refresh_seconds: float = REFRESH_SECONDS) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.runs_dir = runs_dir
+        self.download = download
+        self.refresh_seconds = refresh_seconds
+        self.session: TrainingSession | None = None
+        if OVER_SSH:
+            self.animation_level = "none"
+
+    def on_mount(self) -> None:
+        self.install_screen(SettingsScreen(self.data_dir, self.download), name="settings")
+        self.install_screen(TrainingScreen(self.refresh_seconds), name="training")
+        self.install_screen(EvaluationScreen(self.runs_dir, self.data_dir, self.download), name="evaluation")
+        self.push_screen("settings")
+
+    @property
+    def training_screen(self) -> TrainingScreen:
+        screen = self.get_screen("training")
+        assert isinstance(screen, TrainingScreen)
+        return screen
+
+    @property
+    def evaluation_screen(self) -> EvaluationScreen:
+        screen = self.get_screen("evaluation")
+        assert isinstance(screen, EvaluationScreen)
+        return screen
+
+    def action_show(self, name: str) -> None:
+        if self.screen is not self.get_screen(name):
+            self.switch_screen(name)
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    @property
+    def run_active(self) -> bool:
+        return self.session is not None and self.training_screen.active
+
+    def start_run(self, config: TrainConfig) -> None:
+        """Start a trainer process for `config` and follow it on the training panel."""
+        if self.run_active:
+            self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
+            return
+        self.session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
+        self.follow(self.session)
+        self.action_show("training")
+
+    def follow(self, session: TrainingSession) -> None:
+        self.session = session
+        self.training_screen.follow(session)
+        self._feed(session)
+
+    @work(exclusive=True, group="feed")
+    async def _feed(self, session: TrainingSession) -> None:
+        """Queue the run's events for the training panel, which drains them on its own timer."""
+        async for event in session.events():
+            self.training_screen.pending.append(event)
+
+    def evaluate_checkpoint(self, path: Path) -> None:
+        self.action_show("evaluation")
+        self.evaluation_screen.evaluate(path)
+
+    def settings_from(self, config: TrainConfig) -> None:
+        screen = self.get_screen("settings")
+        assert isinstance(screen, SettingsScreen)
+        screen.load_values(config)
+        self.action_show("settings")
+
+    async def action_quit(self) -> None:
+        if not self.run_active:
+            self.exit()
+            return
+        self.push_screen(quit_dialog(), self._quit_answered)
+
+    def _quit_answered(self, answer: str | None) -> None:
+        if answer == "stop" and self.session is not None:
+            self.session.stop()
+            self.exit()
+        elif answer == "leave":
+            self.exit()
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Settings", "Set up a run (F2)", lambda: self.action_show("settings"))
+        yield SystemCommand("Training", "The live training panel (F3)", lambda: self.action_show("training"))
+        yield SystemCommand("Evaluation", "Evaluate checkpoints (F4)", lambda: self.action_show("evaluation"))
+        yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",
+                            lambda: self.get_screen("settings").run_action("start"))
+        yield SystemCommand("Pause or resume the run", "p on Training",
+                            lambda: self.training_screen.run_action("toggle_pause"))
+        yield SystemCommand("Stop the run", "s on Training, saves a checkpoint",
+                            lambda: self.training_screen.run_action("stop"))

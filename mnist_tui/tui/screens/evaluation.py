@@ -1,0 +1,259 @@
+"""The evaluation screen: pick a checkpoint with the keyboard, evaluate it in the background, and see
+loss, accuracy, the confusion matrix as a heat map, per-class scores and a gallery of its mistakes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
+
+from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog
+from mnist_tui.tui.widgets.digit import DigitImage
+
+if TYPE_CHECKING:
+    from mnist_tui.checkpoints import CheckpointInfo
+    from mnist_tui.evaluation import EvaluationResult
+
+CARD_WIDTH = 30
+
+
+def confusion_heatmap(matrix: list[list[int]], labels: list[str]) -> Table:
+    """The confusion matrix with each cell shaded by its share of the row: green diagonal, red errors."""
+    table = Table(title="confusion (rows true, columns predicted)", box=None, padding=(0, 0),
+                  title_justify="left", show_header=True, header_style="bold")
+    table.add_column("", justify="right")
+    for label in labels:
+        table.add_column(label[:4], justify="right", min_width=5)
+    worst = max((v for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j), default=0) or 1
+    for i, row in enumerate(matrix):
+        cells = []
+        for j, value in enumerate(row):
+            if i == j:
+                share = value / max(sum(row), 1)
+                cells.append(Text(f"{value:>5}", style=f"bold black on rgb(0,{int(90 + 130 * share)},60)"))
+            elif value:
+                heat = 0.25 + 0.75 * value / worst
+                cells.append(Text(f"{value:>5}", style=f"white on rgb({int(60 + 170 * heat)},20,30)"))
+            else:
+                cells.append(Text(f"{'·':>5}", style="dim"))
+        table.add_row(labels[i][:6], *cells)
+    return table
+
+
+def class_scores(result: EvaluationResult) -> Table:
+    table = Table(title="per class", box=None, padding=(0, 1), title_justify="left", header_style="bold")
+    for column in ("class", "prec", "recall", "f1", "n"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for score in result.per_class:
+        table.add_row(score.label[:11], f"{score.precision:.3f}", f"{score.recall:.3f}", f"{score.f1:.3f}",
+                      str(score.support))
+    return table
+
+
+class EvaluationScreen(Screen[None]):
+    """Checkpoints of every run, and the full evaluation of the chosen one."""
+
+    BINDINGS = [
+        Binding("r", "refresh", "Refresh list"),
+        Binding("o", "browse", "Browse…"),
+        Binding("slash", "type_path", "Type path"),
+        Binding("right_square_bracket", "page(1)", "Next mistakes"),
+        Binding("left_square_bracket", "page(-1)", "Prev mistakes"),
+    ]
+
+    def __init__(self, runs_dir: Path, data_dir: Path, download: bool) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.data_dir = data_dir
+        self.download = download
+        self.paths: list[Path] = []
+        self.result: EvaluationResult | None = None
+        self.page = 0
+        self.queued: Path | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="eval-top"):
+            yield Label("Checkpoint file:", id="path-label")
+            yield Input(placeholder="type a path and press Enter, or pick from the list (o: browse)",
+                        id="checkpoint-path")
+        yield DataTable(id="checkpoints", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="eval-progress"):
+            yield Static("", id="eval-status")
+            yield ProgressBar(id="eval-bar", total=None, show_eta=False, show_percentage=False)
+        with VerticalScroll(id="eval-results"):
+            yield Static("", id="eval-summary")
+            with Horizontal(id="eval-tables"):
+                yield Static("", id="confusion")
+                yield Static("", id="per-class")
+            yield Static("", id="gallery-title")
+            yield Horizontal(id="gallery")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "mnist-tui · evaluation"
+        table = self.query_one("#checkpoints", DataTable)
+        table.add_columns("run", "file", "epoch", "model", "dataset", "val acc", "saved")
+        self.query_one("#eval-progress").display = False
+        table.focus()
+        if self.queued is not None:
+            self.call_after_refresh(self.evaluate, self.queued)
+            self.queued = None
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    # Checkpoint list --------------------------------------------------------------------------------
+
+    def action_refresh(self) -> None:
+        self._discover()
+
+    @work(thread=True, exclusive=True, group="discover")
+    def _discover(self) -> None:
+        """Read each checkpoint's header off the UI thread: this imports torch and touches every file."""
+        from mnist_tui.checkpoints import CheckpointError, discover_checkpoints, read_checkpoint_info
+
+        found: list[CheckpointInfo | tuple[Path, str]] = []
+        for path in discover_checkpoints(self.runs_dir):
+            try:
+                found.append(read_checkpoint_info(path))
+            except CheckpointError as error:
+                found.append((path, str(error)))
+        self.app.call_from_thread(self._show_checkpoints, found)
+
+    def _show_checkpoints(self, found: list[CheckpointInfo | tuple[Path, str]]) -> None:
+        table = self.query_one("#checkpoints", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        self.paths = []
+        for item in found:
+            if isinstance(item, tuple):
+                path, _ = item
+                table.add_row(path.parent.name, path.name, "", "", "", Text("unreadable", style="red"), "")
+            else:
+                path = item.path
+                accuracy = "-" if item.val_accuracy is None else f"{item.val_accuracy:.2%}"
+                table.add_row(item.run_id, f"{item.kind}.pt", str(item.epoch), item.model, item.dataset, accuracy,
+                              item.created[:16].replace("T", " "))
+            self.paths.append(path)
+        if not found:
+            table.add_row(f"no checkpoints in {self.runs_dir} yet", "", "", "", "", "", "")
+        elif cursor < len(found):
+            table.move_cursor(row=cursor)
+
+    @on(DataTable.RowSelected, "#checkpoints")
+    def row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.cursor_row < len(self.paths):
+            self.evaluate(self.paths[event.cursor_row])
+
+    @on(Input.Submitted, "#checkpoint-path")
+    def path_submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.evaluate(Path(event.value.strip()).expanduser())
+
+    def action_type_path(self) -> None:
+        self.query_one("#checkpoint-path", Input).focus()
+
+    def action_browse(self) -> None:
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.query_one("#checkpoint-path", Input).value = str(path)
+                self.evaluate(path)
+
+        start = self.runs_dir if self.runs_dir.is_dir() else Path.cwd()
+        self.app.push_screen(OpenCheckpointDialog(start), picked)
+
+    # Evaluation -------------------------------------------------------------------------------------
+
+    def evaluate(self, path: Path) -> None:
+        """Evaluate `path` in the background; before the screen is first shown, once it is."""
+        if not self.query("#eval-status"):
+            self.queued = path
+            return
+        self.query_one("#eval-status", Static).update(f"Evaluating {path} on the test set…")
+        self.query_one("#eval-progress").display = True
+        self._evaluate(path)
+
+    @work(thread=True, exclusive=True, group="evaluate")
+    def _evaluate(self, path: Path) -> None:
+        from mnist_tui.batches import DeviceError
+        from mnist_tui.checkpoints import CheckpointError, load_checkpoint
+        from mnist_tui.data import DatasetError
+        from mnist_tui.evaluation import evaluate
+
+        try:
+            result = evaluate(load_checkpoint(path), "test", self.data_dir, self.download)
+        except (CheckpointError, DatasetError, DeviceError) as error:
+            self.app.call_from_thread(self._show_error, str(error))
+            return
+        self.app.call_from_thread(self._show_result, result)
+
+    def _show_error(self, message: str) -> None:
+        self.query_one("#eval-progress").display = False
+        self.result = None
+        self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
+        for widget_id in ("#confusion", "#per-class", "#gallery-title"):
+            self.query_one(widget_id, Static).update("")
+        self.query_one("#gallery").remove_children()
+        self.notify(message, title="Cannot evaluate", severity="error", timeout=8)
+
+    def _show_result(self, result: EvaluationResult) -> None:
+        from mnist_tui.data import DATASET_SPECS
+
+        self.query_one("#eval-progress").display = False
+        self.result, self.page = result, 0
+        labels = list(DATASET_SPECS[result.dataset].classes)
+        self.query_one("#eval-summary", Static).update(
+            f"[b]{Path(result.checkpoint).parent.name}/{Path(result.checkpoint).name}[/b]  {result.dataset} "
+            f"{result.split} ({result.samples:,} images, {result.seconds:.2f}s)\n"
+            f"accuracy [b]{result.accuracy:.2%}[/b]   loss {result.loss:.4f}   "
+            f"{len(result.mistakes):,} misclassified")
+        self.query_one("#confusion", Static).update(confusion_heatmap(result.confusion_matrix, labels))
+        self.query_one("#per-class", Static).update(class_scores(result))
+        self.show_gallery()
+
+    def cards_per_page(self) -> int:
+        return max(1, (self.query_one("#eval-results").size.width - 2) // CARD_WIDTH)
+
+    def show_gallery(self) -> None:
+        from mnist_tui.data import DATASET_SPECS
+
+        result = self.result
+        gallery = self.query_one("#gallery")
+        gallery.remove_children()
+        if result is None:
+            return
+        title = self.query_one("#gallery-title", Static)
+        if not result.mistakes:
+            title.update("No mistakes on this split.")
+            return
+        per_page = self.cards_per_page()
+        pages = (len(result.mistakes) + per_page - 1) // per_page
+        self.page = max(0, min(self.page, pages - 1))
+        title.update(f"[b]Misclassified[/b] (most confident first) · page {self.page + 1}/{pages} · [ and ] to page")
+        labels = DATASET_SPECS[result.dataset].classes
+        cards = []
+        for offset in range(self.page * per_page, min((self.page + 1) * per_page, len(result.mistakes))):
+            mistake = result.mistakes[offset]
+            pixels = result.mistake_images[offset].tolist()
+            caption = (f"#{mistake.index} true [b]{labels[mistake.true]}[/b] → "
+                       f"[red]{labels[mistake.predicted]}[/] {mistake.confidence:.0%}")
+            cards.append(Vertical(DigitImage(pixels), Label(caption, classes="caption"), classes="card"))
+        gallery.mount_all(cards)
+
+    def action_page(self, delta: int) -> None:
+        if self.result is not None and self.result.mistakes:
+            self.page += delta
+            self.show_gallery()
+
+    def on_resize(self) -> None:
+        if self.result is not None:
+            self.call_after_refresh(self.show_gallery)

@@ -1,0 +1,270 @@
+"""The settings pane: every TrainConfig field as a control, checked as you type by the CLI's validator."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+
+from mnist_tui.config import (
+    CHOICES,
+    FIELD_TYPES,
+    ConfigError,
+    TrainConfig,
+    check_value,
+    coerce_value,
+    field_help,
+    load_config,
+    save_config,
+)
+from mnist_tui.data import dataset_present, raw_folder
+
+PRESETS: dict[str, TrainConfig] = {
+    "tutorial": TrainConfig.defaults_for("mlp"),
+    "fast-cnn": TrainConfig.defaults_for("cnn"),
+}
+BASE_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def field_error(name: str, raw: Any) -> str | None:
+    """The message for a field's raw value, from the same coercion and validator the CLI uses."""
+    try:
+        return check_value(name, coerce_value(name, raw))
+    except ConfigError as error:
+        return error.errors[name]
+
+
+class SettingsScreen(Screen[None]):
+    """Set up a run. F5 starts it; presets, save and load are a key away."""
+
+    BINDINGS = [
+        Binding("f5", "start", "Start"),
+        Binding("ctrl+t", "preset('tutorial')", "Tutorial preset"),
+        Binding("ctrl+n", "preset('fast-cnn')", "Fast CNN preset"),
+        Binding("ctrl+s", "save", "Save settings"),
+        Binding("ctrl+o", "load", "Load settings"),
+    ]
+
+    def __init__(self, data_dir: Path, download: bool) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+        self.download = download
+        self.devices: list[str] = list(BASE_DEVICES)
+        self.model = TrainConfig.model
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="settings-body"):
+            with VerticalScroll(id="settings-form"):
+                for f in fields(TrainConfig):
+                    with Vertical(classes="field", id=f"field-{f.name}"):
+                        with Horizontal(classes="field-row"):
+                            yield Label(f.name.replace("_", " "), classes="field-label")
+                            yield self._control(f.name, f.default)
+                        yield Static("", classes="field-error")
+            with Vertical(id="settings-side"):
+                yield Static("", id="help-text")
+                yield Static("Device: probing…", id="device-status")
+                yield Static("", id="dataset-status")
+                yield Label("Settings file (^s save, ^o load):")
+                yield Input("mnist-tui.toml", id="settings-file", placeholder="path to a .toml or .json file",
+                            compact=True)
+                with Horizontal(classes="buttons"):
+                    yield Button("Save", id="save", compact=True)
+                    yield Button("Load", id="load", compact=True)
+                yield Button("Start training (F5)", id="start", variant="success", compact=True)
+        yield Footer()
+
+    def _control(self, name: str, default: Any) -> Select[str] | Switch | Input:
+        control_id = f"input-{name}"
+        if name in CHOICES:
+            return Select([(choice, choice) for choice in CHOICES[name]], value=default, allow_blank=False,
+                          id=control_id, compact=True)
+        if name == "device":
+            return Select([(d, d) for d in self.devices], value=default, allow_blank=False, id=control_id,
+                          compact=True)
+        if FIELD_TYPES.get(name) is bool:
+            return Switch(value=default, id=control_id)
+        return Input(str(default), id=control_id, compact=True)
+
+    def on_mount(self) -> None:
+        self.title = "mnist-tui · settings"
+        self._show_dataset_status()
+        self._probe_devices()
+        self.query_one("#input-model").focus()
+
+    # Values -----------------------------------------------------------------------------------------
+
+    def raw_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for f in fields(TrainConfig):
+            control = self.query_one(f"#input-{f.name}")
+            values[f.name] = control.value  # type: ignore[attr-defined]
+        return values
+
+    def load_values(self, config: TrainConfig) -> None:
+        """Fill the form from a config (a preset, a file, a run being cloned)."""
+        self.model = config.model
+        for name, value in config.to_dict().items():
+            control = self.query_one(f"#input-{name}")
+            if isinstance(control, Select):
+                if name == "device" and value not in self.devices:
+                    self._set_devices([*self.devices, value])
+                control.value = value
+            elif isinstance(control, Switch):
+                control.value = bool(value)
+            elif isinstance(control, Input):
+                control.value = str(value)
+        for f in fields(TrainConfig):
+            self._mark(f.name, None)
+
+    def _mark(self, name: str, message: str | None) -> None:
+        field = self.query_one(f"#field-{name}")
+        field.set_class(message is not None, "-invalid")
+        field.query_one(".field-error", Static).update(message or "")
+
+    # Validation -------------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#settings-form Input")
+    def input_changed(self, event: Input.Changed) -> None:
+        name = (event.input.id or "").removeprefix("input-")
+        self._mark(name, field_error(name, event.value))
+
+    @on(Select.Changed, "#input-dataset")
+    def dataset_changed(self) -> None:
+        self._show_dataset_status()
+
+    @on(Select.Changed, "#input-model")
+    def model_changed(self, event: Select.Changed) -> None:
+        """Move the fields still at the old model's defaults to the new model's, leaving edits alone."""
+        new_model = str(event.value)
+        old = TrainConfig.defaults_for(self.model).to_dict()
+        new = TrainConfig.defaults_for(new_model).to_dict()
+        self.model = new_model
+        for name in (n for n in old if n != "model" and old[n] != new[n]):
+            control = self.query_one(f"#input-{name}")
+            if field_error(name, control.value) is None and coerce_value(name, control.value) == old[name]:  # type: ignore[attr-defined]
+                control.value = new[name] if isinstance(control, Select | Switch) else str(new[name])  # type: ignore[attr-defined]
+
+    @on(Input.Changed, "#settings-form Input")
+    @on(Select.Changed, "#settings-form Select")
+    @on(Switch.Changed, "#settings-form Switch")
+    def show_help(self, event: Input.Changed | Select.Changed | Switch.Changed) -> None:
+        self._help_for(event.control.id or "")
+
+    def on_descendant_focus(self, event: Any) -> None:
+        self._help_for(getattr(event.widget, "id", "") or "")
+
+    def _help_for(self, control_id: str) -> None:
+        if control_id.startswith("input-"):
+            name = control_id.removeprefix("input-")
+            self.query_one("#help-text", Static).update(f"[b]{name}[/b]: {field_help(name)}")
+
+    def current_config(self) -> TrainConfig | None:
+        """The form as a validated config, or None after marking every invalid field."""
+        try:
+            return TrainConfig.from_mapping(self.raw_values())
+        except ConfigError as error:
+            for name, message in error.errors.items():
+                self._mark(name, message)
+            return None
+
+    # Actions ----------------------------------------------------------------------------------------
+
+    def action_start(self) -> None:
+        config = self.current_config()
+        if config is None:
+            self.notify("Fix the marked settings before starting.", title="Cannot start", severity="error")
+            invalid = self.query(".field.-invalid")
+            if invalid:
+                invalid.first().query_one("Input, Select, Switch").focus()
+            return
+        self.app.start_run(config)  # type: ignore[attr-defined]
+
+    def action_preset(self, name: str) -> None:
+        self.load_values(PRESETS[name])
+        self.notify(f"Loaded the {name} preset.")
+
+    def _settings_path(self) -> Path:
+        return Path(self.query_one("#settings-file", Input).value.strip() or "mnist-tui.toml").expanduser()
+
+    def action_save(self) -> None:
+        config = self.current_config()
+        if config is None:
+            self.notify("Fix the marked settings before saving.", severity="error")
+            return
+        path = self._settings_path()
+        try:
+            save_config(config, path)
+        except OSError as error:
+            self.notify(f"Cannot write {path}: {error.strerror}", severity="error")
+            return
+        self.notify(f"Saved settings to {path}")
+
+    def action_load(self) -> None:
+        path = self._settings_path()
+        try:
+            self.load_values(load_config(path))
+        except ConfigError as error:
+            self.notify(str(error), title="Cannot load settings", severity="error")
+            return
+        self.notify(f"Loaded settings from {path}")
+
+    @on(Button.Pressed, "#start")
+    def start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#save")
+    def save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#load")
+    def load_pressed(self) -> None:
+        self.action_load()
+
+    # Environment ------------------------------------------------------------------------------------
+
+    def _show_dataset_status(self) -> None:
+        dataset = str(self.query_one("#input-dataset", Select).value)
+        folder = raw_folder(dataset, self.data_dir)
+        if dataset_present(dataset, self.data_dir):
+            text = f"Dataset: [green]{dataset} present[/] in {folder}"
+        elif self.download:
+            text = f"Dataset: [yellow]{dataset} will be downloaded[/] into {folder} when the run starts"
+        else:
+            text = (f"Dataset: [red]{dataset} missing[/] from {folder} and downloads are off. Import it with "
+                    f"`mnist-tui data import DIR --dataset {dataset}`")
+        self.query_one("#dataset-status", Static).update(text)
+
+    @work(thread=True, exclusive=True, group="probe")
+    def _probe_devices(self) -> None:
+        """Import torch off the UI thread (it takes seconds) and describe what `auto` will pick."""
+        from mnist_tui.batches import describe_device, resolve_device
+
+        device = resolve_device("auto")
+        extra = []
+        import torch
+
+        if torch.cuda.is_available():
+            extra = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        text = f"Device: auto → [b]{device}[/b], {describe_device(device)}"
+        self.app.call_from_thread(self._devices_found, text, extra)
+
+    def _devices_found(self, text: str, extra: list[str]) -> None:
+        self.query_one("#device-status", Static).update(text)
+        self._set_devices([*self.devices, *(d for d in extra if d not in self.devices)])
+
+    def _set_devices(self, devices: list[str]) -> None:
+        select = self.query_one("#input-device", Select)
+        current = select.value
+        self.devices = devices
+        select.set_options([(d, d) for d in devices])
+        select.value = current
+

@@ -1,0 +1,236 @@
+"""The live training panel: bars with ETA, throughput, loss and accuracy charts, a log, pause and stop.
+
+Events arrive in `pending` from the app's feed worker; a timer drains them a few times a second and
+redraws once inside `batch_update()`, whatever the training speed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
+
+from mnist_tui.events import (
+    BatchProgress,
+    CheckpointSaved,
+    EpochEnded,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+)
+from mnist_tui.session import TrainingSession
+from mnist_tui.tui.screens.dialogs import stop_dialog
+from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
+
+
+def format_seconds(seconds: float | None) -> str:
+    return "--:--" if seconds is None else str(dt.timedelta(seconds=round(seconds)))
+
+
+class TrainingScreen(Screen[None]):
+    """Watch and steer the current run."""
+
+    BINDINGS = [
+        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("e", "evaluate_best", "Evaluate best"),
+        Binding("n", "new_run", "New run"),
+    ]
+
+    def __init__(self, refresh_seconds: float) -> None:
+        super().__init__()
+        self.refresh_seconds = refresh_seconds
+        self.pending: list[Event] = []
+        self.session: TrainingSession | None = None
+        self.state = "idle"
+        self.epochs = 0
+        self.steps = 0
+        self.batch_size = 0
+        self.epoch = 0
+        self.step = 0
+        self.samples_per_second = 0.0
+        self.lr = 0.0
+        self.epoch_elapsed = 0.0
+        self.finished_seconds = 0.0
+        self.best: EpochEnded | None = None
+        self.best_path: Path | None = None
+        self.description = "No run yet: set one up on Settings (F2) and press F5."
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running", "paused")
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="training-top"):
+            yield Static(self.description, id="run-title")
+            with Horizontal(classes="bar-row"):
+                yield Label("run  ", classes="bar-label")
+                yield ProgressBar(id="run-bar", show_eta=False)
+                yield Static("", id="run-eta", classes="eta")
+            with Horizontal(classes="bar-row"):
+                yield Label("epoch", classes="bar-label")
+                yield ProgressBar(id="epoch-bar", show_eta=False)
+                yield Static("", id="epoch-eta", classes="eta")
+            yield Static("", id="run-stats")
+        with Horizontal(id="charts"):
+            yield LossChart(id="loss-chart")
+            yield AccuracyChart(id="accuracy-chart")
+        yield RichLog(id="run-log", markup=True, wrap=False, max_lines=500)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "mnist-tui · training"
+        self.set_interval(self.refresh_seconds, self.drain)
+        self.query_one("#run-log", RichLog).can_focus = False
+
+    def follow(self, session: TrainingSession) -> None:
+        """Reset the panel for a run; its whole history replays from the event log."""
+        self.session = session
+        self.pending.clear()
+        self.state, self.epoch, self.step, self.best, self.best_path = "starting", 0, 0, None, None
+        self.samples_per_second, self.epoch_elapsed, self.finished_seconds = 0.0, 0.0, 0.0
+        self.description = f"Starting run {session.run.run_id}…"
+        if self.is_mounted:
+            self.query_one(LossChart).clear()
+            self.query_one(AccuracyChart).clear()
+            self.query_one(RichLog).clear()
+            self.redraw()
+
+    # Events -----------------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Fold every pending event into the panel's state, then redraw once."""
+        if not self.pending:
+            return
+        events, self.pending = self.pending, []
+        log = self.query_one(RichLog)
+        loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
+        with self.app.batch_update():
+            for event in events:
+                self.apply(event, log, loss_chart, accuracy_chart)
+            loss_chart.replot()
+            accuracy_chart.replot()
+            self.redraw()
+
+    def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart) -> None:
+        if isinstance(event, RunStarted):
+            config = event.config
+            self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
+            self.batch_size = config["batch_size"]
+            self.epoch = event.start_epoch
+            self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
+                                f"{event.device_name} · {event.parameters:,} params")
+            log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
+                      f"{event.train_size:,} train / {event.val_size:,} {event.val_source}")
+        elif isinstance(event, BatchProgress):
+            self.epoch, self.step = event.epoch, event.step
+            self.samples_per_second, self.lr, self.epoch_elapsed = event.samples_per_second, event.lr, event.elapsed
+            loss_chart.train.add(event.epoch - 1 + event.step / event.steps, event.loss)
+        elif isinstance(event, EpochEnded):
+            self.epoch, self.step = event.epoch, self.steps
+            loss_chart.val_epochs.append(event.epoch)
+            loss_chart.val_loss.append(event.val_loss)
+            accuracy_chart.epochs.append(event.epoch)
+            accuracy_chart.train.append(event.train_accuracy)
+            accuracy_chart.val.append(event.val_accuracy)
+            if event.is_best:
+                self.best = event
+                accuracy_chart.best_epoch = event.epoch
+            self.finished_seconds += event.epoch_seconds
+            mark = " [green]best[/]" if event.is_best else ""
+            log.write(f"epoch {event.epoch:>3}/{event.epochs}  loss {event.train_loss:.4f}  "
+                      f"acc {event.train_accuracy:.2%}  val loss {event.val_loss:.4f}  "
+                      f"val acc {event.val_accuracy:.2%}  {event.epoch_seconds:.1f}s{mark}")
+        elif isinstance(event, CheckpointSaved):
+            if event.kind == "best":
+                self.best_path = Path(event.path)
+            log.write(f"[dim]saved {event.kind}.pt (epoch {event.epoch})[/]")
+        elif isinstance(event, RunPaused):
+            self.state = "paused"
+            log.write(f"[yellow]paused at epoch {event.epoch}, step {event.step}[/]")
+        elif isinstance(event, RunResumed):
+            self.state = "running"
+            log.write("[green]resumed[/]")
+        elif isinstance(event, RunFinished):
+            self.state = event.status
+            best = f"{event.best_val_accuracy:.2%} at epoch {event.best_epoch}" if event.best_val_accuracy else "-"
+            log.write(f"[b]{event.status}[/b] after {event.epochs_done} epoch(s) in "
+                      f"{format_seconds(event.duration)}; best val accuracy {best}. "
+                      "Press [b]e[/b] to evaluate the best checkpoint.")
+        elif isinstance(event, RunFailed):
+            self.state = "failed"
+            log.write(f"[red][b]failed:[/b] {event.message}[/]")
+            self.notify(event.message, title="Run failed", severity="error", timeout=10)
+
+    def redraw(self) -> None:
+        self.query_one("#run-title", Static).update(self.description)
+        run_bar, epoch_bar = self.query_one("#run-bar", ProgressBar), self.query_one("#epoch-bar", ProgressBar)
+        if self.steps:
+            done = (self.epoch - 1) * self.steps + self.step if self.epoch else 0
+            run_bar.update(total=self.epochs * self.steps, progress=done)
+            epoch_bar.update(total=self.steps, progress=self.step)
+            epoch_left, run_left = self._remaining(done)
+            self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}  eta {format_seconds(run_left)}")
+            self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}  eta {format_seconds(epoch_left)}")
+        state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
+                 "completed": "[green]completed[/]", "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
+        best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
+        self.query_one("#run-stats", Static).update(
+            f"{state} · {self.samples_per_second:,.0f} samples/s · elapsed "
+            f"{format_seconds(self.finished_seconds + self.epoch_elapsed if self.active else self.finished_seconds)}"
+            f" · lr {self.lr:.2e} · {best}")
+
+    def _remaining(self, done: int) -> tuple[float | None, float | None]:
+        """Seconds left in the epoch and the run, from the current throughput; None until it is known."""
+        if not self.active:
+            return 0.0, 0.0
+        if self.samples_per_second <= 0:
+            return None, None
+        per_step = self.batch_size / self.samples_per_second
+        return (self.steps - self.step) * per_step, (self.epochs * self.steps - done) * per_step
+
+    # Actions ----------------------------------------------------------------------------------------
+
+    def action_toggle_pause(self) -> None:
+        if self.session is None or not self.active:
+            self.notify("No run is training.", severity="warning")
+        elif self.state == "paused":
+            self.session.resume()
+        else:
+            self.session.pause()
+            self.notify("Pausing after the current batch…")
+
+    def action_stop(self) -> None:
+        if self.session is None or not self.active:
+            self.notify("No run is training.", severity="warning")
+            return
+        session = self.session
+
+        def answered(answer: str | None) -> None:
+            if answer == "stop":
+                session.stop()
+                self.notify("Stopping: saving last.pt…")
+
+        self.app.push_screen(stop_dialog(), answered)
+
+    def action_evaluate_best(self) -> None:
+        path = self.best_path
+        if path is None and self.session is not None:
+            path = next((p for p in (self.session.run.path / "best.pt", self.session.run.path / "last.pt")
+                         if p.exists()), None)
+        if path is None:
+            self.notify("No checkpoint yet: one is saved at the end of each epoch.", severity="warning")
+            return
+        self.app.evaluate_checkpoint(path)  # type: ignore[attr-defined]
+
+    def action_new_run(self) -> None:
+        self.app.action_show("settings")  # type: ignore[attr-defined]

@@ -1,0 +1,112 @@
+"""Loss and accuracy charts: PlotextPlot subclasses over plain bounded series, downsampled to the canvas."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from textual_plotext import PlotextPlot
+
+MAX_POINTS = 4000
+"""Per-step points kept in memory; older ones are thinned, never the epoch points."""
+
+
+def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float], list[float]]:
+    """Average consecutive points into about `width` buckets, so a chart never draws more than it can show."""
+    if width <= 0 or len(xs) <= width:
+        return xs, ys
+    size = len(xs) / width
+    out_x, out_y = [], []
+    for bucket in range(width):
+        start, stop = int(bucket * size), max(int((bucket + 1) * size), int(bucket * size) + 1)
+        out_x.append(sum(xs[start:stop]) / (stop - start))
+        out_y.append(sum(ys[start:stop]) / (stop - start))
+    return out_x, out_y
+
+
+class SmoothedSeries:
+    """A per-step series with exponential smoothing, bounded by halving its resolution when full."""
+
+    def __init__(self, smoothing: float = 0.8, limit: int = MAX_POINTS) -> None:
+        self.smoothing = smoothing
+        self.limit = limit
+        self.xs: deque[float] = deque()
+        self.ys: deque[float] = deque()
+        self._last: float | None = None
+
+    def add(self, x: float, y: float) -> None:
+        self._last = y if self._last is None else self.smoothing * self._last + (1 - self.smoothing) * y
+        self.xs.append(x)
+        self.ys.append(self._last)
+        if len(self.xs) > self.limit:
+            self.xs = deque(list(self.xs)[::2])
+            self.ys = deque(list(self.ys)[::2])
+
+    def clear(self) -> None:
+        self.xs.clear()
+        self.ys.clear()
+        self._last = None
+
+
+class LossChart(PlotextPlot):
+    """Training loss per step (smoothed) and validation loss per epoch, x in epochs."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.train = SmoothedSeries()
+        self.val_epochs: list[float] = []
+        self.val_loss: list[float] = []
+
+    def clear(self) -> None:
+        self.train.clear()
+        self.val_epochs.clear()
+        self.val_loss.clear()
+        self.replot()
+
+    def on_resize(self) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title("loss")
+        plt.xlabel("epoch")
+        if self.train.xs:
+            xs, ys = downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10))
+            plt.plot(xs, ys, label="train", marker="braille")
+        if self.val_loss:
+            plt.plot(self.val_epochs, self.val_loss, label="val", marker="dot")
+        self.refresh()
+
+
+class AccuracyChart(PlotextPlot):
+    """Training and validation accuracy per epoch, with the best validation epoch marked."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.epochs: list[float] = []
+        self.train: list[float] = []
+        self.val: list[float] = []
+        self.best_epoch = 0
+
+    def clear(self) -> None:
+        self.epochs.clear()
+        self.train.clear()
+        self.val.clear()
+        self.best_epoch = 0
+        self.replot()
+
+    def on_resize(self) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title("accuracy %")
+        plt.xlabel("epoch")
+        if self.epochs:
+            plt.plot(self.epochs, [100 * a for a in self.train], label="train", marker="braille")
+            plt.plot(self.epochs, [100 * a for a in self.val], label="val", marker="braille")
+        if self.best_epoch:
+            best = self.val[self.epochs.index(self.best_epoch)]
+            plt.scatter([self.best_epoch], [100 * best], label=f"best {100 * best:.2f}%", marker="x")
+        self.refresh()
