@@ -23,6 +23,19 @@ from mnist_tui.runs import RunDir, create_run
 POLL_SECONDS = 0.1
 
 
+def spawn_trainer(run: RunDir, data_root: Path, download: bool) -> subprocess.Popen[bytes]:
+    """Start `mnist-tui train --run-dir` for a prepared run folder, in a new session, logging to trainer.log."""
+    command = [sys.executable, "-m", "mnist_tui", "train", "--run-dir", str(run.path.absolute()),
+               "--data-dir", str(data_root.absolute()), "--json"]
+    if not download:
+        command.append("--no-download")
+    with open(run.log_path, "ab") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                   start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    run.set_status("starting", pid=process.pid)
+    return process
+
+
 class TrainingSession:
     """One run, seen from the dashboard: `events()` replays the log from the start, then follows it live."""
 
@@ -34,15 +47,7 @@ class TrainingSession:
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
         """Create the run folder and start its trainer, detached from this terminal."""
         run = create_run(runs_root, config)
-        command = [sys.executable, "-m", "mnist_tui", "train", "--run-dir", str(run.path.absolute()),
-                   "--data-dir", str(data_root.absolute()), "--json"]
-        if not download:
-            command.append("--no-download")
-        with open(run.log_path, "ab") as log:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                       start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        run.set_status("starting", pid=process.pid)
-        return cls(run, process)
+        return cls(run, spawn_trainer(run, data_root, download))
 
     @classmethod
     def attach(cls, run: RunDir) -> TrainingSession:

@@ -3,6 +3,7 @@ loss, accuracy, the confusion matrix as a heat map, per-class scores and a galle
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,14 @@ if TYPE_CHECKING:
     from mnist_tui.evaluation import EvaluationResult
 
 CARD_WIDTH = 30
+
+
+def local_time(iso: str) -> str:
+    """A checkpoint's UTC creation time as a short local time, or the text as it is if it does not parse."""
+    try:
+        return dt.datetime.fromisoformat(iso).astimezone().strftime("%m-%d %H:%M")
+    except ValueError:
+        return iso
 
 
 def confusion_heatmap(matrix: list[list[int]], labels: list[str]) -> Table:
@@ -101,7 +110,7 @@ class EvaluationScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = "mnist-tui · evaluation"
         table = self.query_one("#checkpoints", DataTable)
-        table.add_columns("run", "file", "epoch", "model", "dataset", "val acc", "saved")
+        table.add_columns("run", "ckpt", "epoch", "model", "dataset", "val acc", "saved")
         self.query_one("#eval-progress").display = False
         table.focus()
         if self.queued is not None:
@@ -141,8 +150,8 @@ class EvaluationScreen(Screen[None]):
             else:
                 path = item.path
                 accuracy = "-" if item.val_accuracy is None else f"{item.val_accuracy:.2%}"
-                table.add_row(item.run_id, f"{item.kind}.pt", str(item.epoch), item.model, item.dataset, accuracy,
-                              item.created[:16].replace("T", " "))
+                table.add_row(item.run_id, item.kind, str(item.epoch), item.model, item.dataset, accuracy,
+                              local_time(item.created))
             self.paths.append(path)
         if not found:
             table.add_row(f"no checkpoints in {self.runs_dir} yet", "", "", "", "", "", "")
@@ -238,7 +247,7 @@ class EvaluationScreen(Screen[None]):
         per_page = self.cards_per_page()
         pages = (len(result.mistakes) + per_page - 1) // per_page
         self.page = max(0, min(self.page, pages - 1))
-        title.update(f"[b]Misclassified[/b] (most confident first) · page {self.page + 1}/{pages} · [ and ] to page")
+        title.update(f"[b]Misclassified[/b] (most confident first) · page {self.page + 1}/{pages} · \\[ and ] to page")
         labels = DATASET_SPECS[result.dataset].classes
         cards = []
         for offset in range(self.page * per_page, min((self.page + 1) * per_page, len(result.mistakes))):

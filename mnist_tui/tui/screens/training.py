@@ -84,7 +84,7 @@ class TrainingScreen(Screen[None]):
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield AccuracyChart(id="accuracy-chart")
-        yield RichLog(id="run-log", markup=True, wrap=False, max_lines=500)
+        yield RichLog(id="run-log", markup=True, wrap=True, max_lines=500)
         yield Footer()
 
     def on_mount(self) -> None:

@@ -1,0 +1,95 @@
+"""Epoch time of the tutorial's loop against the engine, on the same data and machine, in one process.
+
+The tutorial's epoch: a DataLoader over torchvision MNIST with ToTensor (per-sample PIL conversion),
+`.item()` on every step, then its validation pass. The engine's epoch: `mnist_tui.engine.train` with the
+same config (MLP, Adam 0.001, batch 256), validation included. Also times evaluating the 10k test images.
+
+    python bench/bench_training.py [--data-dir DIR] [--engine-epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from mnist_tui.checkpoints import load_checkpoint
+from mnist_tui.config import TrainConfig
+from mnist_tui.data import resolve_data_dir
+from mnist_tui.engine import train
+from mnist_tui.evaluation import evaluate
+from mnist_tui.events import EpochEnded, RunFailed
+from mnist_tui.models import MnistModel
+
+
+def tutorial_epoch(root: Path) -> tuple[float, float]:
+    """One epoch of the tutorial's loop, train and validation, as written there. Returns (seconds, val acc)."""
+    train_set = datasets.MNIST(root=str(root), train=True, download=False, transform=transforms.ToTensor())
+    test_set = datasets.MNIST(root=str(root), train=False, download=False, transform=transforms.ToTensor())
+    train_loader = DataLoader(train_set, batch_size=256, shuffle=True, drop_last=True)
+    test_loader = DataLoader(test_set, batch_size=256)
+    torch.manual_seed(0)
+    model = MnistModel()
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.001)
+    started = time.perf_counter()
+    model.train()
+    train_loss = 0.0
+    for x, y in train_loader:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        train_loss += loss.item()
+    model.eval()
+    correct = 0.0
+    with torch.no_grad():
+        for x, y in test_loader:
+            correct += torch.sum(model(x).argmax(axis=-1) == y).item()
+    return time.perf_counter() - started, correct / len(test_set)
+
+
+def engine_epochs(root: Path, epochs: int, run_dir: Path) -> list[float]:
+    config = TrainConfig(epochs=epochs)
+    seconds = []
+    for event in train(config, run_dir, root):
+        if isinstance(event, RunFailed):
+            raise SystemExit(event.message)
+        if isinstance(event, EpochEnded):
+            seconds.append(event.epoch_seconds)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
+    parser.add_argument("--engine-epochs", type=int, default=3)
+    args = parser.parse_args()
+    root = resolve_data_dir(args.data_dir)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, data {root}")
+
+    tutorial_seconds, tutorial_accuracy = tutorial_epoch(root)
+    print(f"tutorial loop : {tutorial_seconds:7.2f} s/epoch (val acc {tutorial_accuracy:.4f})")
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = Path(scratch)
+        seconds = engine_epochs(root, args.engine_epochs, run_dir)
+        engine_seconds = sorted(seconds)[len(seconds) // 2]
+        print(f"engine        : {engine_seconds:7.2f} s/epoch (median of {len(seconds)}: "
+              f"{', '.join(f'{s:.2f}' for s in seconds)})")
+        print(f"speed-up      : {tutorial_seconds / engine_seconds:7.1f}x")
+
+        started = time.perf_counter()
+        result = evaluate(load_checkpoint(run_dir / "last.pt"), "test", root)
+        wall = time.perf_counter() - started
+    print(f"evaluate test : {result.seconds:7.3f} s for {result.samples:,} images "
+          f"({wall:.2f} s with loading data and checkpoint)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""The async wrapper against real trainer processes: a run that finishes, is steered, or crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from conftest import small_config
+
+from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunPaused, RunStarted
+from mnist_tui.runs import create_run
+from mnist_tui.session import TrainingSession, spawn_trainer
+
+
+async def collect(session: TrainingSession, on_event=None) -> list[Event]:  # type: ignore[no-untyped-def]
+    events = []
+    async for event in session.events():
+        events.append(event)
+        if on_event is not None:
+            on_event(event, session)
+    return events
+
+
+async def test_wrapper_streams_a_whole_run_from_a_trainer_process(synthetic_root: Path, runs_dir: Path) -> None:
+    session = TrainingSession.start(small_config(epochs=2), runs_dir, synthetic_root, download=False)
+    sessions: list[bool] = []
+
+    def check_detached(event: Event, session: TrainingSession) -> None:
+        if isinstance(event, RunStarted) and session.process is not None:
+            # Its own session: a hang-up of the dashboard's terminal never reaches the trainer.
+            sessions.append(os.getsid(session.process.pid) == session.process.pid != os.getsid(0))
+
+    events = await collect(session, check_detached)
+    assert sessions == [True]
+    assert isinstance(events[0], RunStarted)
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2]
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "completed"
+    assert session.process is not None and session.process.wait(timeout=30) == 0
+    assert session.run.status() == "completed"
+    assert (session.run.path / "best.pt").is_file()
+
+
+async def test_wrapper_pauses_and_stops_the_trainer(synthetic_root: Path, runs_dir: Path) -> None:
+    config = small_config(epochs=50, batch_size=8)
+    session = TrainingSession.start(config, runs_dir, synthetic_root, download=False)
+    seen: list[str] = []
+
+    def steer(event: Event, session: TrainingSession) -> None:
+        if isinstance(event, BatchProgress) and "pause" not in seen:
+            seen.append("pause")
+            session.pause()
+        elif isinstance(event, RunPaused):
+            seen.append("paused")
+            session.stop()
+
+    events = await collect(session, steer)
+    assert seen == ["pause", "paused"]
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "stopped"
+    assert session.run.status() == "stopped"
+    assert (session.run.path / "last.pt").is_file()
+
+
+async def test_wrapper_reports_a_trainer_killed_mid_run(synthetic_root: Path, runs_dir: Path) -> None:
+    session = TrainingSession.start(small_config(epochs=500, batch_size=8), runs_dir, synthetic_root, download=False)
+
+    def kill(event: Event, session: TrainingSession) -> None:
+        if isinstance(event, BatchProgress) and session.process is not None and session.process.poll() is None:
+            os.kill(session.process.pid, signal.SIGKILL)
+
+    events = await collect(session, kill)
+    assert isinstance(events[-1], RunFailed)
+    assert "killed by signal 9" in events[-1].message
+    assert session.run.status() == "crashed"
+
+
+async def test_wrapper_reports_a_trainer_that_cannot_start(synthetic_root: Path, runs_dir: Path) -> None:
+    run = create_run(runs_dir, small_config())
+    (run.path / "config.json").write_text(json.dumps({"batch_size": 0}))
+    events = await collect(TrainingSession(run, spawn_trainer(run, synthetic_root, download=False)))
+    assert isinstance(events[-1], RunFailed)
+    assert "exited with code 2" in events[-1].message
+    assert "batch_size must be an integer from 1 to 60000, got 0" in events[-1].message
+
+
+async def test_wrapper_reports_a_missing_dataset_as_a_failed_run(tmp_path: Path, runs_dir: Path) -> None:
+    session = TrainingSession.start(small_config(), runs_dir, tmp_path / "empty", download=False)
+    events = await collect(session)
+    assert isinstance(events[-1], RunFailed)
+    assert "dataset not found" in events[-1].message and "mnist-tui data import" in events[-1].message

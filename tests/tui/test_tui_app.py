@@ -1,0 +1,211 @@
+"""Pilot tests of the dashboard: navigation, validation, the training panel fed with events, evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fake_events import run_events
+from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
+
+from mnist_tui.events import RunFailed, RunPaused
+from mnist_tui.tui.app import MnistTuiApp
+from mnist_tui.tui.screens.evaluation import EvaluationScreen
+from mnist_tui.tui.screens.settings import SettingsScreen
+from mnist_tui.tui.screens.training import TrainingScreen
+from mnist_tui.tui.widgets.digit import DigitImage
+
+SIZE = (80, 24)
+
+
+def make_app(data_dir: Path, runs_dir: Path) -> MnistTuiApp:
+    return MnistTuiApp(data_dir=data_dir, runs_dir=runs_dir, download=False, refresh_seconds=0.05)
+
+
+async def test_function_keys_switch_screens_and_question_mark_shows_keys(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, SettingsScreen)
+        await pilot.press("f3")
+        assert isinstance(app.screen, TrainingScreen)
+        await pilot.press("f4")
+        assert isinstance(app.screen, EvaluationScreen)
+        await pilot.press("f2")
+        assert isinstance(app.screen, SettingsScreen)
+        await pilot.press("question_mark")
+        assert app.screen.query("HelpPanel")
+        await pilot.press("question_mark")
+        assert not app.screen.query("HelpPanel")
+
+
+async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        batch = app.screen.query_one("#input-batch_size", Input)
+        batch.focus()
+        batch.value = ""
+        await pilot.press("0")
+        await pilot.pause()
+        field = app.screen.query_one("#field-batch_size")
+        assert field.has_class("-invalid")
+        assert "batch_size must be an integer from 1 to 60000, got 0" in str(
+            field.query_one(".field-error", Static).render())
+        await pilot.press("f5")
+        await pilot.pause()
+        assert app.session is None
+        assert isinstance(app.screen, SettingsScreen)
+        assert any("Fix the marked settings" in n.message for n in app._notifications)
+        assert not (tmp_path / "runs").exists()
+
+        batch.value = "128"
+        await pilot.pause()
+        assert not field.has_class("-invalid")
+
+
+async def test_choosing_cnn_moves_untouched_fields_to_its_defaults(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen)
+        screen.query_one("#input-epochs", Input).value = "7"
+        screen.query_one("#input-model", Select).value = "cnn"
+        await pilot.pause()
+        config = screen.current_config()
+        assert config is not None
+        assert (config.model, config.scheduler, config.lr, config.batch_size) == ("cnn", "onecycle", 0.003, 128)
+        assert config.epochs == 7, "an edited field keeps the user's value"
+
+
+async def test_presets_and_settings_file_round_trip(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    settings_file = tmp_path / "saved.toml"
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        screen.query_one("#settings-file", Input).value = str(settings_file)
+        await pilot.press("ctrl+s")
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert screen.current_config() is not None and screen.current_config().model == "mlp"  # type: ignore[union-attr]
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        loaded = screen.current_config()
+        assert loaded is not None and (loaded.model, loaded.epochs) == ("cnn", 3)
+    assert 'model = "cnn"' in settings_file.read_text()
+
+
+async def test_dataset_status_says_what_to_do_when_missing(tmp_path: Path, synthetic_root: Path) -> None:
+    app = make_app(tmp_path / "nowhere", tmp_path / "runs")
+    async with app.run_test(size=SIZE):
+        text = str(app.screen.query_one("#dataset-status", Static).render())
+        assert "missing" in text and "mnist-tui data import" in text
+    app = make_app(synthetic_root, tmp_path / "runs")
+    async with app.run_test(size=SIZE):
+        assert "present" in str(app.screen.query_one("#dataset-status", Static).render())
+
+
+async def test_training_panel_follows_events(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        screen = app.training_screen
+        events = run_events()
+        screen.pending.extend(events[:6])
+        await pilot.pause(0.2)
+        assert screen.state == "running"
+        epoch_bar = screen.query_one("#epoch-bar", ProgressBar)
+        assert (epoch_bar.progress, epoch_bar.total) == (5, 10)
+        assert "50,000 samples/s" in str(screen.query_one("#run-stats", Static).render())
+        assert "eta" in str(screen.query_one("#run-eta", Static).render())
+
+        screen.pending.append(RunPaused(1, 5))
+        await pilot.pause(0.2)
+        assert screen.state == "paused"
+
+        screen.pending.extend(events[6:])
+        await pilot.pause(0.2)
+        assert screen.state == "completed"
+        run_bar = screen.query_one("#run-bar", ProgressBar)
+        assert run_bar.progress == run_bar.total == 20
+        assert screen.best is not None and screen.best.epoch == 2
+        log_text = "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)
+        assert "val acc 94.31%" in log_text and "completed" in log_text
+        loss_chart = screen.query_one("#loss-chart")
+        assert len(loss_chart.train.xs) == 20 and loss_chart.val_loss == [0.25, 0.125]  # type: ignore[attr-defined]
+
+
+async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        screen = app.training_screen
+        screen.pending.extend([run_events()[0], RunFailed("loss became nan at epoch 1, step 3", "runs/demo")])
+        await pilot.pause(0.2)
+        assert screen.state == "failed"
+        assert any("loss became nan" in n.message for n in app._notifications)
+        await pilot.press("p")  # nothing to pause: a warning, no crash
+        assert app.is_running
+
+
+async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runs = trained.run_dir.parent
+    app = MnistTuiApp(data_dir=trained.data_root, runs_dir=runs, download=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        screen = app.evaluation_screen
+        table = screen.query_one("#checkpoints", DataTable)
+        await wait_for(pilot, lambda: table.row_count >= 2)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.result is not None)
+        assert screen.result is not None
+        summary = str(screen.query_one("#eval-summary", Static).render())
+        assert "accuracy" in summary and f"{screen.result.accuracy:.2%}" in summary
+        assert screen.result.samples == 128
+        if screen.result.mistakes:
+            first = screen.query(DigitImage)
+            assert first
+            pages_before = screen.page
+            await pilot.press("right_square_bracket")
+            assert screen.page >= pages_before
+
+
+async def test_evaluation_screen_reports_a_corrupt_file_and_stays_usable(tmp_path: Path, synthetic_root: Path) -> None:
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    app = MnistTuiApp(data_dir=synthetic_root, runs_dir=tmp_path / "runs", download=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        await pilot.press("slash")
+        path_input = app.screen.query_one("#checkpoint-path", Input)
+        assert path_input.has_focus
+        path_input.value = str(broken)
+        await pilot.press("enter")
+        screen = app.evaluation_screen
+        await wait_for(pilot, lambda: "broken.pt" in str(screen.query_one("#eval-summary", Static).render()))
+        message = str(screen.query_one("#eval-summary", Static).render())
+        assert "not a readable PyTorch file" in message and "Traceback" not in message
+        await pilot.press("f2")
+        assert isinstance(app.screen, SettingsScreen)
+
+
+async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.training_screen
+        screen.state = "running"
+        app.session = object()  # type: ignore[assignment]
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert "A run is still training" in str(app.screen.query_one(".question", Static).render())
+        await pilot.press("escape")
+        assert app.is_running
+
+
+async def wait_for(pilot, condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds / 0.1)):
+        if condition():
+            return
+        await pilot.pause(0.1)
+    pytest.fail("condition not met in time")
