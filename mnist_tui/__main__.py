@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from mnist_tui.config import CHOICES, FIELD_TYPES, ConfigError, TrainConfig, field_help, load_config
-from mnist_tui.runs import RunDir, create_run, list_runs, resolve_runs_dir
+from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run, list_runs, resolve_runs_dir
 
 if TYPE_CHECKING:
     from mnist_tui.tui.app import MnistTuiApp
@@ -62,7 +62,14 @@ def build_parser() -> Parser:
             metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else f.name.upper()
             train.add_argument(flag, dest=f.name, metavar=metavar, help=f"{field_help(f.name)} (default: {f.default})")
     train.add_argument("--json", action="store_true", help="print one JSON event per line instead of progress bars")
+    train.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or crashed run (an id or folder) "
+                       "from its last.pt, in the same folder")
+    train.add_argument("--detach", action="store_true", help="train in the background, print the run id and return")
     train.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
+
+    attach = commands.add_parser("attach", help="open the dashboard on a run (live or not) by id or folder")
+    _add_locations(attach)
+    attach.add_argument("run", help="run id or folder")
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint: loss, accuracy, confusion matrix")
     _add_locations(evaluate)
@@ -86,14 +93,14 @@ def build_parser() -> Parser:
     return parser
 
 
-def make_app(args: argparse.Namespace | None = None) -> MnistTuiApp:
+def make_app(args: argparse.Namespace | None = None, attach: RunDir | None = None) -> MnistTuiApp:
     """The one factory for the dashboard, used by the CLI and the tests."""
     from mnist_tui.data import download_allowed, resolve_data_dir
     from mnist_tui.tui.app import MnistTuiApp
 
     args = args or build_parser().parse_args([])
     return MnistTuiApp(data_dir=resolve_data_dir(args.data_dir), runs_dir=resolve_runs_dir(args.runs_dir),
-                       download=download_allowed(args.no_download))
+                       download=download_allowed(args.no_download), attach=attach)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             make_app(args).run()
             return 0
-        handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data}
+        handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,
+                   "attach": command_attach}
         return handler[args.command](args)
     except UsageError as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
@@ -112,6 +120,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def find_run(name: str, runs_dir: str | None) -> RunDir:
+    """A run by folder path or by id under the runs folder; UsageError if there is none."""
+    for candidate in (Path(name), resolve_runs_dir(runs_dir) / name):
+        if (candidate / "config.json").is_file():
+            return RunDir(candidate)
+    raise UsageError(f"no run {name!r} (give a run id from `mnist-tui runs` or a run folder)")
+
+
+def command_attach(args: argparse.Namespace) -> int:
+    make_app(args, attach=find_run(args.run, args.runs_dir)).run()
+    return 0
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base = load_config(args.config) if args.config else None
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
@@ -119,18 +140,38 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
     from mnist_tui.control import FileControl
     from mnist_tui.data import download_allowed, resolve_data_dir
     from mnist_tui.engine import train
     from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter
+    from mnist_tui.session import spawn_trainer
 
-    if args.run_dir is not None:
+    resume: Checkpoint | None = None
+    if args.resume is not None:
+        run = find_run(args.resume, args.runs_dir)
+        if run.status() in ACTIVE_STATUSES:
+            raise UsageError(f"run {run.run_id} is still {run.status()}; attach to it with `mnist-tui attach`")
+        try:
+            resume = load_checkpoint(run.path / "last.pt")
+        except CheckpointError as error:
+            raise UsageError(f"cannot resume {run.run_id}: {error}") from None
+        config = run.config()
+        run.send("run")  # the stop that ended it must not end the continuation
+    elif args.run_dir is not None:
         run = RunDir(args.run_dir)
         config = run.config()
     else:
         config = config_from_args(args)
         run = create_run(resolve_runs_dir(args.runs_dir), config)
+    if args.detach:
+        process = spawn_trainer(run, resolve_data_dir(args.data_dir), download_allowed(args.no_download),
+                                resume=resume is not None)
+        print(run.run_id)
+        print(f"training in the background (pid {process.pid}); follow it with `mnist-tui attach {run.run_id}`, "
+              "list runs with `mnist-tui runs`", file=sys.stderr)
+        return 0
     control = FileControl(run.control_path)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -145,7 +186,7 @@ def command_train(args: argparse.Namespace) -> int:
     outcome: RunFinished | RunFailed | None = None
     try:
         data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
-        for event in train(config, run.path, data_root, download=download, control=control):
+        for event in train(config, run.path, data_root, download=download, control=control, resume=resume):
             run.append_event(event)
             if isinstance(event, RunPaused | RunResumed):
                 run.set_status("paused" if isinstance(event, RunPaused) else "running")

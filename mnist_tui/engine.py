@@ -173,7 +173,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                 correct += (logits.detach().argmax(dim=1) == labels).sum()
                 step += 1
                 now = time.perf_counter()
-                if now - last_report < REPORT_INTERVAL and step < steps:
+                if now - last_report < REPORT_INTERVAL and step < steps and not control.stopping:
                     continue
                 last_report = now
                 total_loss, total_correct = float(loss_sum), float(correct)

@@ -88,6 +88,9 @@ class RunDir:
         return [from_json(json.loads(line)) for line in self.events_path.read_text(encoding="utf-8").splitlines()
                 if line.strip()]
 
+    def epoch_events(self) -> list[EpochEnded]:
+        return [e for e in self.read_events() if isinstance(e, EpochEnded)]
+
     def set_status(self, status: str, pid: int | None = None) -> None:
         write_json_atomic(self.path / "status.json", {
             "status": status, "pid": pid if pid is not None else os.getpid(),

@@ -23,10 +23,11 @@ from mnist_tui.runs import RunDir, create_run
 POLL_SECONDS = 0.1
 
 
-def spawn_trainer(run: RunDir, data_root: Path, download: bool) -> subprocess.Popen[bytes]:
-    """Start `mnist-tui train --run-dir` for a prepared run folder, in a new session, logging to trainer.log."""
-    command = [sys.executable, "-m", "mnist_tui", "train", "--run-dir", str(run.path.absolute()),
-               "--data-dir", str(data_root.absolute()), "--json"]
+def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = False) -> subprocess.Popen[bytes]:
+    """Start `mnist-tui train` on a run folder (fresh, or resuming from its last.pt) in a new session, so
+    closing the terminal never stops it; its stderr goes to trainer.log."""
+    where = ["--resume" if resume else "--run-dir", str(run.path.absolute())]
+    command = [sys.executable, "-m", "mnist_tui", "train", *where, "--data-dir", str(data_root.absolute()), "--json"]
     if not download:
         command.append("--no-download")
     with open(run.log_path, "ab") as log:
@@ -50,6 +51,12 @@ class TrainingSession:
         return cls(run, spawn_trainer(run, data_root, download))
 
     @classmethod
+    def continue_run(cls, run: RunDir, data_root: Path, download: bool) -> TrainingSession:
+        """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended."""
+        run.send("run")
+        return cls(run, spawn_trainer(run, data_root, download, resume=True))
+
+    @classmethod
     def attach(cls, run: RunDir) -> TrainingSession:
         """Follow a run started elsewhere (another dashboard, `mnist-tui train`)."""
         return cls(run)
@@ -70,10 +77,12 @@ class TrainingSession:
         return None if self.run.status() in ("starting", "running", "paused") else -1
 
     async def events(self) -> AsyncIterator[Event]:
-        """Every event of the run in order, ending after the last one; a trainer that dies without saying
-        why yields a RunFailed carrying the end of its log."""
+        """Every event of the run in order (a resumed run's log holds several starts and ends), until the
+        trainer is gone and the log read to its end. A trainer that died without a last word yields a
+        RunFailed carrying the end of its log."""
         offset = 0
         pending = b""
+        ended = False
         while True:
             exit_code = self.trainer_exit_code()
             chunk = await asyncio.to_thread(self._read_from, offset)
@@ -81,17 +90,15 @@ class TrainingSession:
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             for line in lines:
-                if not line.strip():
-                    continue
                 try:
                     event = from_json(json.loads(line))
                 except (ValueError, KeyError, TypeError):
                     continue
+                ended = isinstance(event, TERMINAL_EVENTS)
                 yield event
-                if isinstance(event, TERMINAL_EVENTS):
-                    return
             if exit_code is not None and not chunk:
-                yield RunFailed(self._crash_message(exit_code), str(self.run.path))
+                if not ended:
+                    yield RunFailed(self._crash_message(exit_code), str(self.run.path))
                 return
             await asyncio.sleep(POLL_SECONDS)
 

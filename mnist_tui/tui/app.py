@@ -12,9 +12,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from mnist_tui.config import TrainConfig
+from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.screens.dialogs import quit_dialog
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
+from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
 
@@ -32,18 +34,20 @@ class MnistTuiApp(App[None]):
         Binding("f2", "show('settings')", "Settings"),
         Binding("f3", "show('training')", "Training"),
         Binding("f4", "show('evaluation')", "Evaluate"),
+        Binding("f6", "show('runs')", "Runs"),
         Binding("question_mark", "toggle_keys", "Keys"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     def __init__(self, data_dir: Path, runs_dir: Path, download: bool,
-                 refresh_seconds: float = REFRESH_SECONDS) -> None:
+                 refresh_seconds: float = REFRESH_SECONDS, attach: RunDir | None = None) -> None:
         super().__init__()
         self.data_dir = data_dir
         self.runs_dir = runs_dir
         self.download = download
         self.refresh_seconds = refresh_seconds
         self.session: TrainingSession | None = None
+        self.attach_on_start = attach
         if OVER_SSH:
             self.animation_level = "none"
 
@@ -51,7 +55,17 @@ class MnistTuiApp(App[None]):
         self.install_screen(SettingsScreen(self.data_dir, self.download), name="settings")
         self.install_screen(TrainingScreen(self.refresh_seconds), name="training")
         self.install_screen(EvaluationScreen(self.runs_dir, self.data_dir, self.download), name="evaluation")
+        self.install_screen(RunsScreen(), name="runs")
         self.push_screen("settings")
+        run = self.attach_on_start or self._live_run()
+        if run is not None:
+            self.attach_run(run)
+            if self.attach_on_start is None:
+                self.notify(f"Reattached to run {run.run_id}, still training.")
+
+    def _live_run(self) -> RunDir | None:
+        """The newest run whose trainer is still alive, to pick up after the terminal was closed."""
+        return next((run for run in iter_runs(self.runs_dir) if run.status() in ACTIVE_STATUSES), None)
 
     @property
     def training_screen(self) -> TrainingScreen:
@@ -86,6 +100,22 @@ class MnistTuiApp(App[None]):
             return
         self.session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
         self.follow(self.session)
+        self.action_show("training")
+
+    def attach_run(self, run: RunDir) -> None:
+        """Show a run on the training panel: its history from the log, then live if it is still training."""
+        if self.run_active and self.session is not None and self.session.run.path != run.path:
+            self.notify("Another run is training: stop it first, or wait for it.", severity="warning")
+            return
+        self.follow(TrainingSession.attach(run))
+        self.action_show("training")
+
+    def resume_run(self, run: RunDir) -> None:
+        """Continue a stopped, failed or crashed run from its last.pt and follow it."""
+        if self.run_active:
+            self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
+            return
+        self.follow(TrainingSession.continue_run(run, self.data_dir, self.download))
         self.action_show("training")
 
     def follow(self, session: TrainingSession) -> None:
@@ -127,6 +157,8 @@ class MnistTuiApp(App[None]):
         yield SystemCommand("Settings", "Set up a run (F2)", lambda: self.action_show("settings"))
         yield SystemCommand("Training", "The live training panel (F3)", lambda: self.action_show("training"))
         yield SystemCommand("Evaluation", "Evaluate checkpoints (F4)", lambda: self.action_show("evaluation"))
+        yield SystemCommand("Runs", "Browse, compare, resume, clone or delete runs (F6)",
+                            lambda: self.action_show("runs"))
         yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",
                             lambda: self.get_screen("settings").run_action("start"))
         yield SystemCommand("Pause or resume the run", "p on Training",

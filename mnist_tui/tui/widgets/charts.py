@@ -110,3 +110,31 @@ class AccuracyChart(PlotextPlot):
             best = self.val[self.epochs.index(self.best_epoch)]
             plt.scatter([self.best_epoch], [100 * best], label=f"best {100 * best:.2f}%", marker="x")
         self.refresh()
+
+
+class RunsChart(PlotextPlot):
+    """Validation accuracy per epoch of several runs, overlaid to compare them."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.curves: dict[str, list[float]] = {}
+        self.shown: list[str] = []
+
+    def show(self, run_ids: list[str]) -> None:
+        self.shown = run_ids
+        self.replot()
+
+    def on_resize(self) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title("validation accuracy %")
+        plt.xlabel("epoch")
+        for run_id in self.shown:
+            curve = self.curves.get(run_id, [])
+            if curve:
+                plt.plot(list(range(1, len(curve) + 1)), [100 * a for a in curve], label=run_id[-16:],
+                         marker="braille")
+        self.refresh()

@@ -1,0 +1,146 @@
+"""The runs browser: every run with its status; overlay validation curves, open, resume, clone or delete."""
+
+from __future__ import annotations
+
+import shutil
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from mnist_tui.reporting import format_duration, format_percent
+from mnist_tui.runs import ACTIVE_STATUSES, RunDir, RunSummary, list_runs
+from mnist_tui.tui.screens.dialogs import ChoiceDialog
+from mnist_tui.tui.widgets.charts import RunsChart
+
+STATUS_STYLE = {"completed": "green", "running": "cyan", "starting": "cyan", "paused": "yellow",
+                "stopped": "yellow", "failed": "red", "crashed": "red"}
+RESUMABLE = ("stopped", "failed", "crashed")
+
+
+class RunsScreen(Screen[None]):
+    """All runs in the runs folder, newest first; the cursor row's curve is drawn, or the marked ones'."""
+
+    BINDINGS = [
+        Binding("space", "mark", "Mark for overlay"),
+        Binding("u", "resume", "Resume"),
+        Binding("c", "clone", "Clone settings"),
+        Binding("d", "delete", "Delete"),
+        Binding("r", "refresh", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: list[RunSummary] = []
+        self.marked: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-detail")
+        yield RunsChart(id="runs-chart")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "mnist-tui · runs"
+        self.query_one(DataTable).add_columns(" ", "run", "status", "model", "dataset", "epochs", "best", "time")
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, group="runs")
+    def _load(self) -> None:
+        summaries = list_runs(self.app.runs_dir)  # type: ignore[attr-defined]
+        curves = {s.run_id: [e.val_accuracy for e in RunDir(s.path).epoch_events()] for s in summaries}
+        self.app.call_from_thread(self._show, summaries, curves)
+
+    def _show(self, summaries: list[RunSummary], curves: dict[str, list[float]]) -> None:
+        table = self.query_one(DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        self.summaries = summaries
+        self.query_one(RunsChart).curves = curves
+        for s in summaries:
+            style = STATUS_STYLE.get(s.status, "white")
+            table.add_row("✓" if s.run_id in self.marked else " ", s.run_id, f"[{style}]{s.status}[/]", s.model,
+                          s.dataset, f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy),
+                          format_duration(s.duration))
+        if not summaries:
+            self.query_one("#runs-detail", Static).update(
+                f"No runs in {self.app.runs_dir} yet. Set one up on Settings (F2).")  # type: ignore[attr-defined]
+        table.move_cursor(row=min(cursor, max(len(summaries) - 1, 0)))
+        self._redraw_chart()
+
+    def selected(self) -> RunSummary | None:
+        row = self.query_one(DataTable).cursor_row
+        return self.summaries[row] if 0 <= row < len(self.summaries) else None
+
+    @on(DataTable.RowHighlighted)
+    def highlighted(self) -> None:
+        run = self.selected()
+        if run is not None:
+            note = f" · [red]{run.message}[/]" if run.message else ""
+            self.query_one("#runs-detail", Static).update(f"{run.path}{note}")
+        self._redraw_chart()
+
+    def _redraw_chart(self) -> None:
+        current = self.selected()
+        shown = sorted(self.marked) or ([current.run_id] if current else [])
+        self.query_one(RunsChart).show(shown)
+
+    def action_mark(self) -> None:
+        run = self.selected()
+        if run is None:
+            return
+        self.marked ^= {run.run_id}
+        table = self.query_one(DataTable)
+        table.update_cell_at((table.cursor_row, 0), "✓" if run.run_id in self.marked else " ")
+        self._redraw_chart()
+
+    @on(DataTable.RowSelected)
+    def action_open(self) -> None:
+        """Enter: show the run on the training panel, live if it is training, else its whole history."""
+        run = self.selected()
+        if run is not None:
+            self.app.attach_run(RunDir(run.path))  # type: ignore[attr-defined]
+
+    def action_resume(self) -> None:
+        run = self.selected()
+        if run is None:
+            return
+        if run.status not in RESUMABLE:
+            self.notify(f"Only a stopped, failed or crashed run can be resumed; this one is {run.status}.",
+                        severity="warning")
+        elif not (run.path / "last.pt").is_file():
+            self.notify("This run saved no checkpoint before it ended, so it cannot be resumed.", severity="warning")
+        else:
+            self.app.resume_run(RunDir(run.path))  # type: ignore[attr-defined]
+
+    def action_clone(self) -> None:
+        run = self.selected()
+        if run is not None:
+            self.app.settings_from(RunDir(run.path).config())  # type: ignore[attr-defined]
+            self.notify(f"Settings of {run.run_id} loaded: adjust them and press F5.")
+
+    def action_delete(self) -> None:
+        run = self.selected()
+        if run is None:
+            return
+        if run.status in ACTIVE_STATUSES:
+            self.notify("This run is still training: stop it first.", severity="warning")
+            return
+
+        def answered(answer: str | None) -> None:
+            if answer == "delete":
+                shutil.rmtree(run.path)
+                self.marked.discard(run.run_id)
+                self.notify(f"Deleted {run.run_id}.")
+                self.action_refresh()
+
+        self.app.push_screen(ChoiceDialog(f"Delete run {run.run_id} and its checkpoints? This cannot be undone.",
+                                          [("delete", "Delete", "error")]), answered)

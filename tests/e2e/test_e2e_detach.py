@@ -1,0 +1,60 @@
+"""End to end: a run started from the dashboard survives its terminal being closed (SIGHUP), and a new
+dashboard reattaches to it, steers it, and shows every epoch when it is done."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from test_e2e_terminal import Terminal, pytestmark  # noqa: F401 - same skip when tmux is missing
+
+from mnist_tui.config import TrainConfig, save_config
+from mnist_tui.runs import RunDir
+
+EPOCHS = 12
+
+
+def open_dashboard(name: str, cwd: Path, data_root: Path, runs_dir: Path) -> Terminal:
+    command = shlex.join([sys.executable, "-m", "mnist_tui", "--data-dir", str(data_root), "--runs-dir",
+                          str(runs_dir), "--no-download"])
+    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", "-c", str(cwd), command],
+                   check=True)
+    return Terminal(name)
+
+
+def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reattaches(
+        synthetic_root: Path, runs_dir: Path, tmp_path: Path) -> None:
+    # Batches of one make the tiny synthetic run last long enough to close the terminal under it.
+    save_config(TrainConfig(batch_size=1, epochs=EPOCHS, device="cpu", num_threads=1), tmp_path / "mnist-tui.toml")
+    first = open_dashboard(f"mnist-tui-hup-{uuid.uuid4().hex[:8]}", tmp_path, synthetic_root, runs_dir)
+    second = Terminal(f"mnist-tui-back-{uuid.uuid4().hex[:8]}")
+    try:
+        first.wait_for(lambda s: "Start" in s, "the settings pane", seconds=30)
+        first.keys("C-o")  # load ./mnist-tui.toml, the file named in the side panel
+        first.wait_for(lambda s: "Loaded settings" in s, "the settings file to load")
+        first.keys("F5")
+        first.wait_for(lambda s: "running" in s and "epoch" in s, "training to start")
+        run = RunDir(next(runs_dir.iterdir()))
+
+        subprocess.run(["tmux", "kill-session", "-t", first.name], check=True)  # the terminal goes: SIGHUP
+        time.sleep(1.0)
+        assert run.status() in ("running", "paused"), "the trainer outlives the dashboard's terminal"
+
+        open_dashboard(second.name, tmp_path, synthetic_root, runs_dir)
+        second.wait_for(lambda s: "Reattached" in s or run.run_id in s, "the new dashboard to reattach")
+        second.wait_for(lambda s: "running" in s, "the live run on the training panel")
+        second.keys("p")
+        second.wait_for(lambda s: "paused" in s, "pause to work after reattaching")
+        assert run.status() == "paused"
+        second.keys("p")
+        screen = second.wait_for(lambda s: "completed" in s, "the run to finish", seconds=180)
+        assert f"{EPOCHS}/{EPOCHS}" in screen, "the panel shows every epoch, replayed and live"
+        assert run.status() == "completed"
+        assert [e.epoch for e in run.epoch_events()] == list(range(1, EPOCHS + 1))
+    finally:
+        for terminal in (first, second):
+            subprocess.run(["tmux", "kill-session", "-t", terminal.name], capture_output=True)
