@@ -48,7 +48,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="mnist-tui", description="Train and inspect an MNIST classifier from a terminal. "
                     "With no command, opens the dashboard.")
     _add_locations(parser)
-    commands = parser.add_subparsers(dest="command", parser_class=Parser)
+    commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train headless with progress bars (or JSON lines)")
     _add_locations(train)
@@ -85,7 +85,8 @@ def build_parser() -> Parser:
     runs.add_argument("--json", action="store_true", help="print a JSON array")
 
     data = commands.add_parser("data", help="manage datasets")
-    data_commands = data.add_subparsers(dest="data_command", parser_class=Parser, required=True)
+    data_commands = data.add_subparsers(dest="data_command", parser_class=Parser, required=True,
+                                        metavar="{import}")
     import_ = data_commands.add_parser("import", help="check a folder of IDX files and install it as a dataset")
     _add_locations(import_)
     import_.add_argument("source", type=Path, help="folder with the four IDX files, gzipped or not")

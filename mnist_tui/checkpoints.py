@@ -97,12 +97,17 @@ def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, sc
         "history": history,
         "preprocessing": {"scale": 1 / 255, "mean": spec.mean, "std": spec.std},
         "rng_state": torch.get_rng_state(),
+        "cuda_rng_state": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
         "versions": {"mnist_tui": __version__, "torch": str(torch.__version__),
                      "torchvision": str(torchvision.__version__)},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
+CODE_RUNNING_MODULES = frozenset({"builtins", "os", "posix", "nt", "subprocess", "sys", "shutil", "socket",
+                                  "importlib", "runpy", "pty", "code", "codecs", "pickle", "marshal", "ctypes",
+                                  "webbrowser", "operator", "functools", "io", "types"})
+"""Top-level modules whose globals in a pickle mean an attempt to run code rather than a model class."""
 WHOLE_MODEL_HINT = (
     "it holds a whole pickled model (torch.save(model)), which can only be loaded by running code from the "
     "file, so it is refused. Re-save its weights where the model class exists: "
@@ -131,26 +136,32 @@ def load_checkpoint(path: Path) -> Checkpoint:
         model_name = match_state_dict(data)
         if model_name is None:
             raise CheckpointError(f"{path}: a state_dict, but not of a known model ({', '.join(MODEL_SPECS)})")
-        config = TrainConfig(model=model_name)
-        # A bare state_dict carries no preprocessing: assume the tutorial's ToTensor() pixels in [0, 1].
-        return Checkpoint(path, model_name, dict(data), config, 0.0, 1.0, bare_state_dict=True)
+        # A bare state_dict carries no preprocessing: assume its model's own, which for the mlp is the
+        # tutorial's ToTensor() pixels in [0, 1].
+        spec = MODEL_SPECS[model_name]
+        return Checkpoint(path, model_name, dict(data), TrainConfig(model=model_name), spec.mean, spec.std,
+                          bare_state_dict=True)
     raise CheckpointError(f"{path}: not an mnist-tui checkpoint nor a state_dict of a known model")
 
 
 def _from_payload(path: Path, data: Mapping[str, Any]) -> Checkpoint:
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer mnist-tui (format {data.get('format_version')}); "
-                              "upgrade mnist-tui to read it")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: damaged mnist-tui checkpoint (format_version {version!r})")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer mnist-tui (format {version}); upgrade mnist-tui to read it")
     try:
-        config = TrainConfig.from_mapping(data["config"])
-        preprocessing = data["preprocessing"]
-        state = data["model_state"]
+        config_values, preprocessing, state = data["config"], data["preprocessing"], data["model_state"]
+        for name, value in (("config", config_values), ("preprocessing", preprocessing), ("model_state", state)):
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{name} is {type(value).__name__}, not a dict")
+        config = TrainConfig.from_mapping(config_values)
         if match_state_dict(state) != config.model:
             raise CheckpointError(f"{path}: its weights do not fit the {config.model!r} model it names")
         return Checkpoint(path, config.model, dict(state), config, float(preprocessing["mean"]),
                           float(preprocessing["std"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})),
                           dict(data))
-    except (KeyError, TypeError, ConfigError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
         raise CheckpointError(f"{path}: damaged mnist-tui checkpoint ({_first_line(str(error))})") from None
 
 
@@ -158,12 +169,12 @@ def _unpickling_reason(message: str) -> str:
     """Explain why the safe unpickler refused a file, from the global it refused to import."""
     match = re.search(r"GLOBAL ([\w.]+)", message)
     if match is None:
-        return f"not a readable PyTorch file ({_first_line(message)})"
+        return "not a readable PyTorch file (corrupt, or not a checkpoint)"
     name = match.group(1)
-    if name.startswith(("__main__.", "torch.nn.modules.")):
-        return WHOLE_MODEL_HINT
-    return (f"refused: loading it would import {name}, and a checkpoint never needs code to load "
-            "(it may be a malicious pickle)")
+    if name.split(".")[0] in CODE_RUNNING_MODULES:
+        return (f"refused: loading it would call {name}, which runs code; a checkpoint never needs that "
+                "(this file may be malicious)")
+    return f"{WHOLE_MODEL_HINT} (loading would import {name})"
 
 
 def _first_line(message: str) -> str:

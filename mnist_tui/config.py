@@ -7,6 +7,7 @@ checked by the same rule wherever it comes from. Defaults are the tutorial's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import tomllib
@@ -97,6 +98,10 @@ class TrainConfig:
                 changes[key] = coerce_value(key, raw)
             except ConfigError as error:
                 errors.update(error.errors)
+                continue
+            message = check_value(key, changes[key])
+            if message:
+                errors[key] = message
         if errors:
             raise ConfigError(errors)
         config = dataclasses.replace(base, **changes)
@@ -126,7 +131,7 @@ CHOICES: dict[str, tuple[str, ...]] = {"model": MODELS, "dataset": DATASETS, "op
 
 def field_help(name: str) -> str:
     """The one-line description of a field, taken from its docstring in the source."""
-    return FIELD_DOCS.get(name, "")
+    return _field_docs().get(name, "")
 
 
 def coerce_value(name: str, raw: Any) -> Any:
@@ -160,9 +165,14 @@ def coerce_value(name: str, raw: Any) -> Any:
 
 def _range(name: str, value: float, low: float, high: float, what: str, low_open: bool = False) -> str | None:
     if (value <= low if low_open else value < low) or value > high or value != value:
-        bound = f"above {low:g}" if low_open else f"from {low:g}"
-        return f"{name} must be {what} {bound} to {high:g}, got {value:g}"
+        bound = f"above {_number(low)}" if low_open else f"from {_number(low)}"
+        return f"{name} must be {what} {bound} to {_number(high)}, got {_number(value)}"
     return None
+
+
+def _number(value: float) -> str:
+    """Integers in full (2147483647, not 2.14748e+09), other numbers briefly."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 def check_value(name: str, value: Any) -> str | None:
@@ -239,8 +249,10 @@ def _toml_value(value: Any) -> str:
     return repr(value)
 
 
+@functools.cache
 def _field_docs() -> dict[str, str]:
-    """Read each field's docstring from this module's source, so help text has one home."""
+    """Read each field's docstring from this module's source, so help text has one home. Read on first
+    use: parsing source costs start-up time the dashboard's first frame should not pay."""
     import ast
     import inspect
 
@@ -253,5 +265,3 @@ def _field_docs() -> dict[str, str]:
             docs[node.target.id] = str(after.value.value)
     return docs
 
-
-FIELD_DOCS = _field_docs()

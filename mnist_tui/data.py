@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def read_idx(path: Path) -> IdxFile:
     try:
         raw = path.read_bytes()
         data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise DatasetError(f"{path}: cannot read ({error})") from None
     header = 16 if kind == "images" else 8
     if len(data) < header:
@@ -161,8 +162,3 @@ def import_idx_folder(source: Path, dataset: str, root: Path) -> Path:
             os.replace(Path(staging) / name, target / name)
     return target
 
-
-def __getattr__(name: str) -> object:  # TEMPORARY shim while tests move to mnist_tui.batches
-    from mnist_tui import batches
-
-    return getattr(batches, name)

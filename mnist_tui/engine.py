@@ -56,13 +56,16 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def build_optimizer(config: TrainConfig, parameters: Any) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, parameters: Any, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer, fused into one kernel per step where torch has one for the device (CPU and CUDA):
+    the same update as the per-tensor loop, with a fraction of its per-step overhead."""
+    fused = True if device.type in ("cpu", "cuda") else None
     if config.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                           nesterov=config.momentum > 0)
+                           nesterov=config.momentum > 0, fused=fused)
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
@@ -111,7 +114,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     spec = MODEL_SPECS[config.model]
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
-    optimizer = build_optimizer(config, model.parameters())
+    optimizer = build_optimizer(config, model.parameters(), device)
     steps = steps_per_epoch(len(train_split), config.batch_size)
     scheduler = build_scheduler(config, optimizer, steps * config.epochs)
     history: list[dict[str, Any]] = []
@@ -141,7 +144,10 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     try:
         for epoch in range(start_epoch, config.epochs):
             if epoch == start_epoch and start_step and resume is not None and "rng_state" in resume.raw:
+                # Mid-epoch: continue the random stream (dropout masks) exactly where the stop left it.
                 torch.set_rng_state(resume.raw["rng_state"])
+                if device.type == "cuda" and resume.raw.get("cuda_rng_state"):
+                    torch.cuda.set_rng_state_all(resume.raw["cuda_rng_state"])
             else:
                 torch.manual_seed(epoch_seed(config.seed, epoch))
                 start_step, progress = 0, {"loss_sum": 0.0, "correct": 0.0, "seconds": 0.0}
@@ -227,8 +233,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                 yield _finished("stopped", run_dir, history, best, started)
                 return
     except TrainingDiverged as error:
-        yield RunFailed(f"{error}; the last good checkpoint is kept. Try a lower learning rate.", str(run_dir),
-                        len(history))
+        kept = "the last good checkpoint is kept" if history else "no checkpoint was saved"
+        yield RunFailed(f"{error}; {kept}. Try a lower learning rate.", str(run_dir), len(history))
         return
     except torch.cuda.OutOfMemoryError:
         yield RunFailed(f"CUDA out of memory with batch_size {config.batch_size}; try a smaller batch",

@@ -40,6 +40,8 @@ def resolve_runs_dir(explicit: str | Path | None = None) -> Path:
 
 
 def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False  # 0 and -1 would ask about a whole process group, not one process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -103,7 +105,7 @@ class RunDir:
         except (OSError, json.JSONDecodeError):
             return "unknown"
         status = str(data.get("status", "unknown"))
-        if status in ACTIVE_STATUSES and not process_alive(int(data.get("pid", 0)) or -1):
+        if status in ACTIVE_STATUSES and not process_alive(int(data.get("pid") or 0)):
             return "crashed"
         return status
 
@@ -120,8 +122,13 @@ def new_run_id(config: TrainConfig) -> str:
 def create_run(runs_root: Path, config: TrainConfig) -> RunDir:
     """A fresh run folder holding the config, ready for a trainer."""
     runs_root.mkdir(parents=True, exist_ok=True)
-    run = RunDir(runs_root / new_run_id(config))
-    run.path.mkdir()
+    while True:
+        run = RunDir(runs_root / new_run_id(config))
+        try:
+            run.path.mkdir()
+            break
+        except FileExistsError:
+            continue
     write_json_atomic(run.path / "config.json", config.to_dict())
     run.send("run")
     run.set_status("starting")

@@ -1,0 +1,285 @@
+"""Checkpoints: atomic saves, and loads that never run code and explain every refusal in one line."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import pickle
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import Trained, small_config
+from torch import nn
+
+from mnist_tui.checkpoints import (
+    FORMAT,
+    FORMAT_VERSION,
+    CheckpointError,
+    discover_checkpoints,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from mnist_tui.config import TrainConfig
+from mnist_tui.models import build_model
+
+
+class MnistModel(nn.Module):
+    """The tutorial's model class, as a user's script defines it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr1 = nn.Linear(784, 128)
+        self.lr2 = nn.Linear(128, 64)
+        self.lr3 = nn.Linear(64, 10)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, start_dim=1)
+        return self.lr3(self.relu(self.lr2(self.relu(self.lr1(x)))))
+
+
+def refusal(path: Path) -> str:
+    """The one-line CheckpointError message load_checkpoint gives for `path`."""
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert str(path) in message
+    return message
+
+
+# saving
+
+def test_save_leaves_only_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "best.pt"
+    save_checkpoint(path, {"a": torch.arange(3)})
+    assert [p.name for p in path.parent.iterdir()] == ["best.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(3))
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+def test_failed_save_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             error: BaseException) -> None:
+    path = tmp_path / "best.pt"
+    save_checkpoint(path, {"version": torch.tensor(1)})
+    before = path.read_bytes()
+
+    def half_save(obj: Any, stream: Any, *args: Any, **kwargs: Any) -> None:
+        stream.write(b"PK\x03\x04 half a checkpoint")
+        raise error
+
+    monkeypatch.setattr(torch, "save", half_save)
+    with pytest.raises(type(error)):
+        save_checkpoint(path, {"version": torch.tensor(2)})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
+    assert int(torch.load(path, weights_only=True)["version"]) == 1
+
+
+# loading what should load
+
+def test_load_engine_checkpoint(trained: Trained) -> None:
+    checkpoint = load_checkpoint(trained.best)
+    assert checkpoint.model_name == "mlp"
+    assert checkpoint.config == small_config()
+    assert not checkpoint.bare_state_dict
+    assert (checkpoint.mean, checkpoint.std) == (0.0, 1.0)
+    assert 1 <= checkpoint.epoch <= 2
+    assert 0.0 <= checkpoint.metrics["val_accuracy"] <= 1.0
+    assert checkpoint.raw["format"] == FORMAT
+    assert "optimizer_state" in checkpoint.raw
+    model = checkpoint.build_model()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, checkpoint.model_state[name])
+
+
+def test_load_tutorial_state_dict(tmp_path: Path) -> None:
+    tutorial = MnistModel()
+    path = tmp_path / "mnist_mlp.pth"
+    torch.save(tutorial.state_dict(), path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.bare_state_dict
+    assert checkpoint.model_name == "mlp"
+    assert (checkpoint.mean, checkpoint.std) == (0.0, 1.0)
+    assert checkpoint.config == TrainConfig(model="mlp")
+    model = checkpoint.build_model().eval()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(model(x), tutorial.eval()(x))
+
+
+def test_read_checkpoint_info_and_discovery(trained: Trained, tmp_path: Path) -> None:
+    info = read_checkpoint_info(trained.best)
+    assert (info.kind, info.model, info.dataset, info.run_id) == ("best", "mlp", "mnist", trained.run_dir.name)
+    assert info.val_accuracy == load_checkpoint(trained.best).metrics["val_accuracy"]
+    assert info.created
+    assert set(discover_checkpoints(trained.run_dir.parent)) >= {trained.best, trained.last}
+    assert discover_checkpoints(tmp_path / "nowhere") == []
+
+
+# refusing what should not
+
+def test_whole_pickled_model_from_a_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tutorial's own `torch.save(model, ...)`, run in a notebook or script: the class lives in __main__.
+    class_in_main = type("MnistModel", (MnistModel,), {"__module__": "__main__"})
+    monkeypatch.setattr(sys.modules["__main__"], "MnistModel", class_in_main, raising=False)
+    path = tmp_path / "mnist_mlp.pth"
+    torch.save(class_in_main(), path)
+    message = refusal(path)
+    assert "state_dict" in message
+    assert "torch.save(model)" in message
+
+
+def test_whole_pickled_model_from_a_module(tmp_path: Path) -> None:
+    # The same mistake made from a script whose model class lives in a module of its own (here, this test
+    # module): the user needs the same advice, not a warning that the file may be malicious.
+    path = tmp_path / "model.pt"
+    torch.save(MnistModel(), path)
+    message = refusal(path)
+    assert "state_dict" in message
+
+
+class SystemPayload:
+    """Unpickling this runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+class OpenPayload:
+    """Unpickling this creates a file through builtins.open."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (builtins.open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("payload", [SystemPayload, OpenPayload])
+def test_malicious_pickle_is_refused_without_running(tmp_path: Path, payload: type) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model_state": payload(marker)}, path)
+    message = refusal(path)
+    assert "refused" in message
+    assert not marker.exists()
+
+
+def test_malicious_plain_pickle_is_refused_without_running(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(OpenPayload(marker), protocol=2))
+    refusal(path)
+    assert not marker.exists()
+
+
+def test_malicious_payload_is_live(tmp_path: Path) -> None:
+    # Proves the payloads above would run if loaded unsafely, so their refusal means something.
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save(OpenPayload(marker), path)
+    torch.load(path, weights_only=False).close()
+    assert marker.exists()
+
+
+def test_truncated_checkpoint(trained: Trained, tmp_path: Path) -> None:
+    data = trained.best.read_bytes()
+    for fraction in (0.1, 0.5, 0.99):
+        path = tmp_path / f"cut{fraction}.pt"
+        path.write_bytes(data[: int(len(data) * fraction)])
+        assert "truncated or corrupt" in refusal(path) or "not a readable" in refusal(path)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_bytes(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    path = tmp_path / "noise.pt"
+    path.write_bytes(bytes(rng.randrange(256) for _ in range(2048)))
+    refusal(path)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.pt"
+    path.touch()
+    refusal(path)
+
+
+def test_missing_file_and_folder(tmp_path: Path) -> None:
+    assert "no such file" in refusal(tmp_path / "absent.pt")
+    assert "no such file" in refusal(tmp_path)
+
+
+@pytest.mark.parametrize("content", [
+    [torch.zeros(3)],
+    {"weights": 1, "bias": "two"},
+    {},
+    torch.zeros(784, 128),
+    {"format": "something-else", "model_state": {}},
+], ids=["list", "dict-of-non-tensors", "empty-dict", "tensor", "other-format"])
+def test_foreign_torch_files(tmp_path: Path, content: Any) -> None:
+    path = tmp_path / "foreign.pt"
+    torch.save(content, path)
+    assert "not an mnist-tui checkpoint" in refusal(path)
+
+
+def test_state_dict_of_unknown_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "resnet.pt"
+    torch.save(nn.Sequential(nn.Linear(784, 10)).state_dict(), path)
+    message = refusal(path)
+    assert "not of a known model" in message
+    assert "mlp" in message
+
+
+def valid_payload(trained: Trained) -> dict[str, Any]:
+    return dict(torch.load(trained.best, weights_only=True))
+
+
+def test_newer_format_is_refused(trained: Trained, tmp_path: Path) -> None:
+    path = tmp_path / "future.pt"
+    torch.save(dict(valid_payload(trained), format_version=FORMAT_VERSION + 1), path)
+    assert "newer mnist-tui" in refusal(path)
+
+
+def test_weights_that_do_not_fit_the_named_model(trained: Trained, tmp_path: Path) -> None:
+    payload = valid_payload(trained)
+    payload["config"] = dict(payload["config"], model="cnn")
+    path = tmp_path / "mismatch.pt"
+    torch.save(payload, path)
+    assert "do not fit the 'cnn' model" in refusal(path)
+
+
+@pytest.mark.parametrize("change", [
+    {"config": None},
+    {"config": {"epochs": 0}},
+    {"preprocessing": None},
+    {"model_state": None},
+    {"model_state": {"lr1.weight": torch.zeros(1)}},
+    {"model_state": 5},
+    {"config": [1, 2]},
+    {"format_version": "1"},
+], ids=["config-none", "config-invalid", "preprocessing-none", "state-none", "state-partial", "state-int",
+        "config-list", "version-text"])
+def test_damaged_checkpoint(trained: Trained, tmp_path: Path, change: dict[str, Any]) -> None:
+    payload = valid_payload(trained)
+    payload.update(change)
+    path = tmp_path / "damaged.pt"
+    torch.save(payload, path)
+    refusal(path)
+
+
+def test_bare_cnn_state_dict_loads(tmp_path: Path) -> None:
+    path = tmp_path / "cnn.pt"
+    torch.save(build_model("cnn").state_dict(), path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.model_name == "cnn"
+    assert checkpoint.bare_state_dict

@@ -1,0 +1,254 @@
+"""The `mnist-tui` command: exit codes, one-line errors, JSON output, and the data -> train -> eval path."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import REPO_ROOT, TEST_SIZE, TRAIN_SIZE, Trained
+
+from mnist_tui.__main__ import main
+from mnist_tui.runs import RunDir
+
+FAST = ["--batch-size", "32", "--epochs", "2", "--lr", "0.01", "--device", "cpu", "--num-threads", "1"]
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], restore_signals: None) -> Cli:
+    """Run `mnist-tui ARGS` in this process and capture what it prints."""
+
+    def invoke(*args: str | Path) -> Result:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+def run_module(*args: str | Path, cwd: Path | None = None) -> Result:
+    """Run `python -m mnist_tui ARGS` in a fresh process, as a user would."""
+    env = dict(os.environ, MNIST_TUI_NO_DOWNLOAD="1", PYTHONPATH=str(REPO_ROOT), COLUMNS="120")
+    completed = subprocess.run([sys.executable, "-m", "mnist_tui", *map(str, args)], capture_output=True, text=True,
+                               env=env, cwd=cwd or REPO_ROOT, timeout=120)
+    return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def assert_one_line_error(result: Result, code: int = 2) -> str:
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("mnist-tui: error: ")
+    assert "Traceback" not in result.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--bogus"], "--bogus"),
+    (["train", "--bogus"], "--bogus"),
+    (["train", "--batch-size", "0"], "batch_size must be an integer from 1 to 60000, got 0"),
+    (["train", "--batch-size", "lots"], "batch_size must be an integer, got 'lots'"),
+    (["train", "--model", "vgg"], "model must be one of mlp, cnn, got 'vgg'"),
+    (["train", "--lr", "0", "--epochs", "0"], "epochs must be an integer from 1 to 1000, got 0"),
+    (["train", "--config", "missing.toml"], "missing.toml"),
+    (["eval"], "checkpoint"),
+    (["eval", "x.pt", "--split", "val"], "--split"),
+    (["eval", "x.pt", "--mistakes", "many"], "--mistakes"),
+    (["data"], "required"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_usage_errors_are_one_line(cli: Cli, runs_dir: Path, args: list[str], needle: str) -> None:
+    result = cli(*args, "--runs-dir", runs_dir) if args[0] == "train" else cli(*args)
+    line = assert_one_line_error(result)
+    assert needle in line
+    assert result.out == ""
+    assert list(runs_dir.iterdir()) == [], "a refused command must not create a run"
+
+
+def test_usage_error_from_a_real_process(tmp_path: Path) -> None:
+    result = run_module("train", "--batch-size", "0", "--runs-dir", tmp_path / "runs")
+    assert assert_one_line_error(result) == "mnist-tui: error: batch_size must be an integer from 1 to 60000, got 0"
+
+
+def test_bad_config_file_is_a_usage_error(cli: Cli, runs_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text("epochs = [\n", encoding="utf-8")
+    assert "not valid TOML" in assert_one_line_error(cli("train", "--config", config, "--runs-dir", runs_dir))
+
+
+def test_train_json_lines(cli: Cli, synthetic_root: Path, runs_dir: Path) -> None:
+    result = cli("train", *FAST, "--data-dir", synthetic_root, "--runs-dir", runs_dir, "--json")
+    assert result.code == 0, result.err
+    events = result.json_lines()
+    assert events[0]["event"] == "run_started"
+    assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2]
+    finished = events[-1]
+    assert finished["event"] == "run_finished"
+    assert finished.keys() >= {"run_dir", "best_val_accuracy", "final_val_accuracy", "epoch_seconds"}
+    assert finished["status"] == "completed"
+    assert len(finished["epoch_seconds"]) == 2
+    assert finished["final_val_accuracy"] > 0.9
+    run = RunDir(Path(finished["run_dir"]))
+    assert run.path.parent == runs_dir
+    assert run.status() == "completed"
+    assert [json.loads(line) for line in run.events_path.read_text(encoding="utf-8").splitlines()] == events
+    assert (run.path / "best.pt").is_file() and (run.path / "last.pt").is_file()
+    assert run.config().batch_size == 32
+
+    listed = cli("runs", "--runs-dir", runs_dir, "--json")
+    assert listed.code == 0
+    [summary] = json.loads(listed.out)
+    assert summary["run_id"] == run.run_id
+    assert (summary["status"], summary["epochs_done"], summary["epochs"]) == ("completed", 2, 2)
+    assert summary["best_val_accuracy"] == finished["best_val_accuracy"]
+
+
+def test_train_with_progress_display(cli: Cli, synthetic_root: Path, runs_dir: Path) -> None:
+    result = cli("train", *FAST, "--epochs", "1", "--data-dir", synthetic_root, "--runs-dir", runs_dir)
+    assert result.code == 0, result.err
+    text = " ".join(result.out.split())  # rich wraps to the terminal width
+    assert "completed after 1 epoch(s)" in text
+    assert "run folder:" in text
+    assert "109,386 parameters" in text
+
+
+def test_config_file_with_flag_overrides(cli: Cli, synthetic_root: Path, runs_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text('batch_size = 64\nepochs = 5\nseed = 3\ndevice = "cpu"\nnum_threads = 1\n', encoding="utf-8")
+    result = cli("train", "--config", config, "--epochs", "1", "--data-dir", synthetic_root, "--runs-dir", runs_dir,
+                 "--json")
+    assert result.code == 0, result.err
+    saved = RunDir(Path(result.json_lines()[-1]["run_dir"])).config()
+    assert (saved.batch_size, saved.epochs, saved.seed) == (64, 1, 3)
+
+
+def test_data_dir_from_environment(cli: Cli, synthetic_root: Path, runs_dir: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNIST_TUI_DATA", str(synthetic_root))
+    monkeypatch.setenv("MNIST_TUI_RUNS", str(runs_dir))
+    result = cli("train", *FAST, "--epochs", "1", "--json")
+    assert result.code == 0, result.err
+    assert Path(result.json_lines()[-1]["run_dir"]).parent == runs_dir
+
+
+def test_eval_json(cli: Cli, trained: Trained) -> None:
+    result = cli("eval", trained.best, "--data-dir", trained.data_root, "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data.keys() >= {"accuracy", "loss", "confusion_matrix", "per_class"}
+    assert data["samples"] == TEST_SIZE
+    assert sum(map(sum, data["confusion_matrix"])) == TEST_SIZE
+    assert data["accuracy"] == sum(data["confusion_matrix"][i][i] for i in range(10)) / TEST_SIZE
+    assert [c["label"] for c in data["per_class"]] == [str(d) for d in range(10)]
+    assert len(data["misclassified"]) == TEST_SIZE - sum(data["confusion_matrix"][i][i] for i in range(10))
+
+
+def test_eval_train_split_as_tables(cli: Cli, trained: Trained) -> None:
+    result = cli("eval", trained.last, "--split", "train", "--data-dir", trained.data_root, "--device", "cpu")
+    assert result.code == 0, result.err
+    text = " ".join(result.out.split())  # rich wraps to the terminal width
+    assert f"({TRAIN_SIZE:,} images)" in text
+    assert "confusion matrix" in text
+    assert "per-class scores" in text
+
+
+def test_eval_of_a_corrupt_file(tmp_path: Path, synthetic_root: Path) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    line = assert_one_line_error(run_module("eval", path, "--data-dir", synthetic_root))
+    assert str(path) in line
+
+
+class OpenPayload:
+    """Unpickling this would create `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.marker), "w"))
+
+
+def test_eval_of_a_malicious_file(cli: Cli, tmp_path: Path, synthetic_root: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "model.pt"
+    torch.save(OpenPayload(marker), path)
+    line = assert_one_line_error(cli("eval", path, "--data-dir", synthetic_root))
+    assert "refused" in line
+    assert not marker.exists()
+
+
+def test_eval_without_data(cli: Cli, trained: Trained, tmp_path: Path) -> None:
+    result = cli("eval", trained.best, "--data-dir", tmp_path / "no-data", "--device", "cpu")
+    assert result.code == 1
+    assert "mnist-tui data import" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+
+
+def test_runs_empty(cli: Cli, runs_dir: Path) -> None:
+    assert json.loads(cli("runs", "--runs-dir", runs_dir, "--json").out) == []
+    assert "no runs yet" in cli("runs", "--runs-dir", runs_dir).out
+
+
+def test_data_import_then_train(cli: Cli, idx_folder: Callable[..., dict[str, Path]], tmp_path: Path,
+                                runs_dir: Path) -> None:
+    source = tmp_path / "downloads"
+    idx_folder(source, gz=True)
+    data_root = tmp_path / "datasets"
+    result = cli("data", "import", source, "--data-dir", data_root)
+    assert result.code == 0, result.err
+    assert str(data_root / "MNIST" / "raw") in result.out
+    trained = cli("train", *FAST, "--epochs", "1", "--data-dir", data_root, "--runs-dir", runs_dir, "--json")
+    assert trained.code == 0, trained.err
+    finished = trained.json_lines()[-1]
+    assert finished["event"] == "run_finished" and finished["status"] == "completed"
+    started = trained.json_lines()[0]
+    assert (started["train_size"], started["val_size"]) == (TRAIN_SIZE, TEST_SIZE)
+
+
+def test_data_import_refuses_a_bad_folder(cli: Cli, idx_folder: Callable[..., dict[str, Path]],
+                                          tmp_path: Path) -> None:
+    source = tmp_path / "downloads"
+    paths = idx_folder(source, gz=True)
+    labels = paths["train-labels-idx1-ubyte"]
+    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())[:-10]))
+    line = assert_one_line_error(cli("data", "import", source, "--data-dir", tmp_path / "datasets"))
+    assert str(labels) in line
+    assert not (tmp_path / "datasets" / "MNIST" / "raw").exists()
+
+
+def test_missing_dataset_without_download(tmp_path: Path) -> None:
+    result = run_module("train", "--epochs", "1", "--device", "cpu", "--no-download",
+                        "--data-dir", tmp_path / "no-data", "--runs-dir", tmp_path / "runs", "--json")
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    message = result.err.strip().splitlines()[-1]
+    assert message.startswith("mnist-tui: run failed: dataset not found and downloads are off")
+    assert "mnist-tui data import" in message
+    assert str((tmp_path / "no-data" / "MNIST" / "raw").absolute()) in message
+    failed = [json.loads(line) for line in result.out.splitlines()][-1]
+    assert failed["event"] == "run_failed"
+    [run] = (tmp_path / "runs").iterdir()
+    assert RunDir(run).status() == "failed"
