@@ -1,8 +1,9 @@
 """The dashboard's cost: training throughput with the dashboard attached vs headless, and time to first frame.
 
-Throughput: the same config (the tutorial's MLP) trains once with `mnist-tui train` alone and once started
-from the dashboard (driven by Textual's Pilot, drawing at 120x40), on the same data, in this one run; the
-ratio of their median epoch throughputs is printed. First frame: `mnist-tui` starts in a real terminal
+Throughput: the same config (the tutorial's MLP) trains with `mnist-tui train` alone and started from the
+dashboard (driven by Textual's Pilot, drawing at 120x40), on the same data, alternating, in this one run;
+the ratio of median epoch throughputs is printed, and each back-to-back pair's, since a shared 2-core
+machine's speed drifts by tens of percent from minute to minute. First frame: `mnist-tui` starts in a real terminal
 (tmux) and the time until its settings pane is on screen is measured, next to `import torch` as a yardstick.
 
     python bench/bench_dashboard.py [--data-dir DIR] [--epochs N]
@@ -35,6 +36,7 @@ def median(values: list[float]) -> float:
 
 
 def headless(data_root: Path, runs: Path, epochs: int) -> list[float]:
+    runs.mkdir(parents=True)
     subprocess.run([sys.executable, "-m", "mnist_tui", "train", "--epochs", str(epochs), "--json", "--no-download",
                     "--data-dir", str(data_root), "--runs-dir", str(runs)], check=True, stdout=subprocess.DEVNULL)
     return epoch_throughputs(next(runs.iterdir()))
@@ -43,6 +45,7 @@ def headless(data_root: Path, runs: Path, epochs: int) -> list[float]:
 async def attached(data_root: Path, runs: Path, epochs: int) -> list[float]:
     app = MnistTuiApp(data_dir=data_root, runs_dir=runs, download=False)
     async with app.run_test(size=(120, 40)) as pilot:
+        await app.workers.wait_for_complete()  # the settings pane's device probe, as a person would wait
         app.screen.query_one("#input-epochs").value = str(epochs)  # type: ignore[attr-defined]
         await pilot.press("f5")
         while app.training_screen.state not in ("completed", "failed", "stopped"):
@@ -77,16 +80,26 @@ def import_torch_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating headless/attached pairs")
     args = parser.parse_args()
     data_root = resolve_data_dir(args.data_dir).absolute()
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch)
-        alone = headless(data_root, base / "headless", args.epochs)
-        with_ui = asyncio.run(attached(data_root, base / "attached", args.epochs))
+        alone: list[float] = []
+        with_ui: list[float] = []
+        pair_ratios = []
+        for repeat in range(args.repeats):
+            alone_now = headless(data_root, base / f"headless-{repeat}", args.epochs)
+            with_ui_now = asyncio.run(attached(data_root, base / f"attached-{repeat}", args.epochs))
+            pair_ratios.append(median(with_ui_now) / median(alone_now))
+            alone += alone_now
+            with_ui += with_ui_now
         print(f"headless      : {median(alone):10,.0f} samples/s (epochs: {', '.join(f'{v:,.0f}' for v in alone)})")
         print(f"dashboard     : {median(with_ui):10,.0f} samples/s (epochs: {', '.join(f'{v:,.0f}' for v in with_ui)})")
-        print(f"ratio         : {median(with_ui) / median(alone):10.2f} (attached / headless)")
+        print(f"ratio         : {median(with_ui) / median(alone):10.2f} (attached / headless, medians of all epochs)")
+        print(f"pair ratios   : {', '.join(f'{r:.2f}' for r in pair_ratios)} (each pair run back to back; "
+              f"median {median(pair_ratios):.2f})")
         if shutil.which("tmux"):
             frame = first_frame_seconds(data_root, base / "frame")
             torch_import = import_torch_seconds()

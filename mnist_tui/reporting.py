@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -16,9 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mnist_tui.checkpoints import Checkpoint
 from mnist_tui.config import TrainConfig
-from mnist_tui.evaluation import EvaluationResult
 from mnist_tui.events import (
     BatchProgress,
     EpochEnded,
@@ -30,6 +29,10 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.runs import RunSummary
+
+if TYPE_CHECKING:  # torch-free at run time, so the dashboard can use the formatters without importing torch
+    from mnist_tui.checkpoints import Checkpoint
+    from mnist_tui.evaluation import EvaluationResult
 
 
 def format_duration(seconds: float | None) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -22,7 +23,9 @@ from mnist_tui.tui.screens.training import TrainingScreen
 
 OVER_SSH = bool(os.environ.get("SSH_CONNECTION"))
 REFRESH_SECONDS = 0.5 if OVER_SSH else 0.25
-"""How often the training panel drains events and redraws; lower over SSH to save bandwidth."""
+"""How often the training panel drains events and redraws its bars; less often over SSH."""
+CHART_SECONDS = 2.0 if OVER_SSH else 1.0
+"""How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
 
 
 class MnistTuiApp(App[None]):
@@ -40,23 +43,21 @@ class MnistTuiApp(App[None]):
     ]
 
     def __init__(self, data_dir: Path, runs_dir: Path, download: bool,
-                 refresh_seconds: float = REFRESH_SECONDS, attach: RunDir | None = None) -> None:
+                 refresh_seconds: float = REFRESH_SECONDS, chart_seconds: float = CHART_SECONDS,
+                 attach: RunDir | None = None) -> None:
         super().__init__()
         self.data_dir = data_dir
         self.runs_dir = runs_dir
         self.download = download
         self.refresh_seconds = refresh_seconds
+        self.chart_seconds = chart_seconds
         self.session: TrainingSession | None = None
         self.attach_on_start = attach
         if OVER_SSH:
             self.animation_level = "none"
 
     def on_mount(self) -> None:
-        self.install_screen(SettingsScreen(self.data_dir, self.download), name="settings")
-        self.install_screen(TrainingScreen(self.refresh_seconds), name="training")
-        self.install_screen(EvaluationScreen(self.runs_dir, self.data_dir, self.download), name="evaluation")
-        self.install_screen(RunsScreen(), name="runs")
-        self.push_screen("settings")
+        self.push_screen(self.named_screen("settings"))
         run = self.attach_on_start or self._live_run()
         if run is not None:
             self.attach_run(run)
@@ -67,21 +68,39 @@ class MnistTuiApp(App[None]):
         """The newest run whose trainer is still alive, to pick up after the terminal was closed."""
         return next((run for run in iter_runs(self.runs_dir) if run.status() in ACTIVE_STATUSES), None)
 
+    def named_screen(self, name: str) -> Screen[None]:
+        """One of the four screens, built and installed the first time it is needed, so that start-up
+        composes only the first."""
+        if not self.is_screen_installed(name):
+            factories: dict[str, Callable[[], Screen[None]]] = {
+                "settings": lambda: SettingsScreen(self.data_dir, self.download),
+                "training": lambda: TrainingScreen(self.refresh_seconds, self.chart_seconds),
+                "evaluation": lambda: EvaluationScreen(self.runs_dir, self.data_dir, self.download),
+                "runs": RunsScreen,
+            }
+            self.install_screen(factories[name](), name=name)
+        return self.get_screen(name)
+
     @property
     def training_screen(self) -> TrainingScreen:
-        screen = self.get_screen("training")
+        screen = self.named_screen("training")
         assert isinstance(screen, TrainingScreen)
         return screen
 
     @property
     def evaluation_screen(self) -> EvaluationScreen:
-        screen = self.get_screen("evaluation")
+        screen = self.named_screen("evaluation")
         assert isinstance(screen, EvaluationScreen)
         return screen
 
-    def action_show(self, name: str) -> None:
-        if self.screen is not self.get_screen(name):
-            self.switch_screen(name)
+    def show_screen(self, name: str) -> AwaitComplete:
+        """Switch to a screen by name; await the result to know the switch is done."""
+        if self.screen is self.named_screen(name):
+            return AwaitComplete.nothing()
+        return self.switch_screen(name)
+
+    async def action_show(self, name: str) -> None:
+        await self.show_screen(name)
 
     def action_toggle_keys(self) -> None:
         if self.screen.query("HelpPanel"):
@@ -100,7 +119,7 @@ class MnistTuiApp(App[None]):
             return
         self.session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
         self.follow(self.session)
-        self.action_show("training")
+        self.show_screen("training")
 
     def attach_run(self, run: RunDir) -> None:
         """Show a run on the training panel: its history from the log, then live if it is still training."""
@@ -108,7 +127,7 @@ class MnistTuiApp(App[None]):
             self.notify("Another run is training: stop it first, or wait for it.", severity="warning")
             return
         self.follow(TrainingSession.attach(run))
-        self.action_show("training")
+        self.show_screen("training")
 
     def resume_run(self, run: RunDir) -> None:
         """Continue a stopped, failed or crashed run from its last.pt and follow it."""
@@ -116,7 +135,7 @@ class MnistTuiApp(App[None]):
             self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
             return
         self.follow(TrainingSession.continue_run(run, self.data_dir, self.download))
-        self.action_show("training")
+        self.show_screen("training")
 
     def follow(self, session: TrainingSession) -> None:
         self.session = session
@@ -130,14 +149,14 @@ class MnistTuiApp(App[None]):
             self.training_screen.pending.append(event)
 
     def evaluate_checkpoint(self, path: Path) -> None:
-        self.action_show("evaluation")
+        self.show_screen("evaluation")
         self.evaluation_screen.evaluate(path)
 
     def settings_from(self, config: TrainConfig) -> None:
-        screen = self.get_screen("settings")
+        screen = self.named_screen("settings")
         assert isinstance(screen, SettingsScreen)
         screen.load_values(config)
-        self.action_show("settings")
+        self.show_screen("settings")
 
     async def action_quit(self) -> None:
         if not self.run_active:
@@ -154,13 +173,13 @@ class MnistTuiApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Settings", "Set up a run (F2)", lambda: self.action_show("settings"))
-        yield SystemCommand("Training", "The live training panel (F3)", lambda: self.action_show("training"))
-        yield SystemCommand("Evaluation", "Evaluate checkpoints (F4)", lambda: self.action_show("evaluation"))
+        yield SystemCommand("Settings", "Set up a run (F2)", lambda: self.show_screen("settings"))
+        yield SystemCommand("Training", "The live training panel (F3)", lambda: self.show_screen("training"))
+        yield SystemCommand("Evaluation", "Evaluate checkpoints (F4)", lambda: self.show_screen("evaluation"))
         yield SystemCommand("Runs", "Browse, compare, resume, clone or delete runs (F6)",
-                            lambda: self.action_show("runs"))
+                            lambda: self.show_screen("runs"))
         yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",
-                            lambda: self.get_screen("settings").run_action("start"))
+                            lambda: self.named_screen("settings").run_action("start"))
         yield SystemCommand("Pause or resume the run", "p on Training",
                             lambda: self.training_screen.run_action("toggle_pause"))
         yield SystemCommand("Stop the run", "s on Training, saves a checkpoint",

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
 
 from mnist_tui.config import (
     CHOICES,
@@ -82,7 +82,7 @@ class SettingsScreen(Screen[None]):
                 yield Button("Start training (F5)", id="start", variant="success", compact=True)
         yield Footer()
 
-    def _control(self, name: str, default: Any) -> Select[str] | Switch | Input:
+    def _control(self, name: str, default: Any) -> Select[str] | Checkbox | Input:
         control_id = f"input-{name}"
         if name in CHOICES:
             return Select([(choice, choice) for choice in CHOICES[name]], value=default, allow_blank=False,
@@ -91,13 +91,14 @@ class SettingsScreen(Screen[None]):
             return Select([(d, d) for d in self.devices], value=default, allow_blank=False, id=control_id,
                           compact=True)
         if FIELD_TYPES.get(name) is bool:
-            return Switch(value=default, id=control_id)
+            return Checkbox("shifts and rotations", value=default, id=control_id, compact=True)
         return Input(str(default), id=control_id, compact=True)
 
     def on_mount(self) -> None:
         self.title = "mnist-tui · settings"
         self._show_dataset_status()
-        self._probe_devices()
+        # Importing torch holds the GIL for a second or two: start only once the first frame is out.
+        self.set_timer(0.3, self._probe_devices)
         self.query_one("#input-model").focus()
 
     # Values -----------------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ class SettingsScreen(Screen[None]):
                 if name == "device" and value not in self.devices:
                     self._set_devices([*self.devices, value])
                 control.value = value
-            elif isinstance(control, Switch):
+            elif isinstance(control, Checkbox):
                 control.value = bool(value)
             elif isinstance(control, Input):
                 control.value = str(value)
@@ -151,12 +152,12 @@ class SettingsScreen(Screen[None]):
         for name in (n for n in old if n != "model" and old[n] != new[n]):
             control = self.query_one(f"#input-{name}")
             if field_error(name, control.value) is None and coerce_value(name, control.value) == old[name]:  # type: ignore[attr-defined]
-                control.value = new[name] if isinstance(control, Select | Switch) else str(new[name])  # type: ignore[attr-defined]
+                control.value = new[name] if isinstance(control, Select | Checkbox) else str(new[name])  # type: ignore[attr-defined]
 
     @on(Input.Changed, "#settings-form Input")
     @on(Select.Changed, "#settings-form Select")
-    @on(Switch.Changed, "#settings-form Switch")
-    def show_help(self, event: Input.Changed | Select.Changed | Switch.Changed) -> None:
+    @on(Checkbox.Changed, "#settings-form Checkbox")
+    def show_help(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
         self._help_for(event.control.id or "")
 
     def on_descendant_focus(self, event: Any) -> None:
@@ -184,7 +185,7 @@ class SettingsScreen(Screen[None]):
             self.notify("Fix the marked settings before starting.", title="Cannot start", severity="error")
             invalid = self.query(".field.-invalid")
             if invalid:
-                invalid.first().query_one("Input, Select, Switch").focus()
+                invalid.first().query_one("Input, Select, Checkbox").focus()
             return
         self.app.start_run(config)  # type: ignore[attr-defined]
 

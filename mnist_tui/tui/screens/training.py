@@ -7,6 +7,7 @@ redraws once inside `batch_update()`, whatever the training speed.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 
 from textual.app import ComposeResult
@@ -45,9 +46,12 @@ class TrainingScreen(Screen[None]):
         Binding("n", "new_run", "New run"),
     ]
 
-    def __init__(self, refresh_seconds: float) -> None:
+    def __init__(self, refresh_seconds: float, chart_seconds: float) -> None:
         super().__init__()
         self.refresh_seconds = refresh_seconds
+        self.chart_seconds = chart_seconds
+        self.charted_at = 0.0
+        self.charts_stale = False
         self.pending: list[Event] = []
         self.session: TrainingSession | None = None
         self.state = "idle"
@@ -108,18 +112,22 @@ class TrainingScreen(Screen[None]):
     # Events -----------------------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Fold every pending event into the panel's state, then redraw once."""
-        if not self.pending:
-            return
-        events, self.pending = self.pending, []
-        log = self.query_one(RichLog)
+        """Fold every pending event into the panel's state and redraw once; replot the charts, which cost
+        far more to draw than the rest, at most every `chart_seconds` while the run is live."""
         loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
         with self.app.batch_update():
-            for event in events:
-                self.apply(event, log, loss_chart, accuracy_chart)
-            loss_chart.replot()
-            accuracy_chart.replot()
-            self.redraw()
+            if self.pending:
+                events, self.pending = self.pending, []
+                log = self.query_one(RichLog)
+                for event in events:
+                    self.apply(event, log, loss_chart, accuracy_chart)
+                self.redraw()
+                self.charts_stale = True
+            now = time.monotonic()
+            if self.charts_stale and (now - self.charted_at >= self.chart_seconds or not self.active):
+                loss_chart.replot()
+                accuracy_chart.replot()
+                self.charted_at, self.charts_stale = now, False
 
     def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart) -> None:
         if isinstance(event, RunStarted):
@@ -233,4 +241,4 @@ class TrainingScreen(Screen[None]):
         self.app.evaluate_checkpoint(path)  # type: ignore[attr-defined]
 
     def action_new_run(self) -> None:
-        self.app.action_show("settings")  # type: ignore[attr-defined]
+        self.app.show_screen("settings")  # type: ignore[attr-defined]
