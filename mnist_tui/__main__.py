@@ -30,6 +30,10 @@ class UsageError(Exception):
     """Bad usage or input: reported as one line on stderr with exit code 2."""
 
 
+class Failure(Exception):
+    """A runtime failure (missing data or device, an unwritable folder): one line on stderr, exit code 1."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one clear line rather than the usage block."""
 
@@ -113,12 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,
                    "attach": command_attach}
         return handler[args.command](args)
-    except UsageError as error:
+    except (UsageError, ConfigError) as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except ConfigError as error:
+    except Failure as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_FAILURE
 
 
 def find_run(name: str, runs_dir: str | None) -> RunDir:
@@ -227,14 +231,12 @@ def command_eval(args: argparse.Namespace) -> int:
     try:
         checkpoint = load_checkpoint(args.checkpoint)
     except CheckpointError as error:
-        print(f"mnist-tui: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(error)) from None
     try:
         result = evaluate(checkpoint, args.split, resolve_data_dir(args.data_dir), download_allowed(args.no_download),
                           args.device, args.dataset)
     except (DatasetError, DeviceError) as error:
-        print(f"mnist-tui: error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        raise Failure(str(error)) from None
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -259,11 +261,9 @@ def command_data(args: argparse.Namespace) -> int:
     try:
         target = import_idx_folder(args.source, args.dataset, resolve_data_dir(args.data_dir))
     except DatasetError as error:
-        print(f"mnist-tui: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(error)) from None
     except OSError as error:
-        print(f"mnist-tui: error: cannot write the dataset: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        raise Failure(f"cannot write the dataset: {error}") from None
     print(f"imported {args.dataset} into {target}")
     return 0
 

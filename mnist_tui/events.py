@@ -118,7 +118,7 @@ class RunFailed:
 
 Event = RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunPaused | RunResumed | RunFinished | RunFailed
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.name: cls  # type: ignore[misc]
+    cls.name: cls
     for cls in (RunStarted, BatchProgress, EpochEnded, CheckpointSaved, RunPaused, RunResumed, RunFinished, RunFailed)
 }
 TERMINAL_EVENTS = (RunFinished, RunFailed)

@@ -115,3 +115,25 @@ def test_tutorial_model_evaluates_as_the_tutorial_does(mnist_root: Path, tmp_pat
     assert result["accuracy"] == tutorial_accuracy
     assert result["loss"] == pytest.approx(loss_sum / 10000, rel=1e-5)
     assert [sum(row) for row in result["confusion_matrix"]] == TEST_CLASS_COUNTS
+
+
+@pytest.mark.slow
+def test_the_tutorial_settings_reach_its_accuracy_headless(mnist_root: Path, tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                                           restore_signals: None) -> None:
+    """`mnist-tui train --epochs 20` with every other setting at its default: at least 97.5% on the test set."""
+    code = main(["train", "--epochs", "20", "--json", "--data-dir", str(mnist_root), "--runs-dir", str(tmp_path)])
+    assert code == 0
+    finished = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert finished["event"] == "run_finished" and len(finished["epoch_seconds"]) == 20
+    assert finished["best_val_accuracy"] >= 0.975, finished
+
+
+@pytest.mark.slow
+def test_the_cnn_passes_99_3_percent_within_three_epochs(mnist_root: Path, tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                                         restore_signals: None) -> None:
+    code = main(["train", "--model", "cnn", "--json", "--data-dir", str(mnist_root), "--runs-dir", str(tmp_path)])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    accuracies = [e["val_accuracy"] for e in lines if e["event"] == "epoch_end"]
+    assert len(accuracies) == 3
+    assert max(accuracies) >= 0.993, accuracies

@@ -87,6 +87,7 @@ class EvaluationScreen(Screen[None]):
         self.result: EvaluationResult | None = None
         self.page = 0
         self.queued: Path | None = None
+        self.current: Path | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -155,8 +156,14 @@ class EvaluationScreen(Screen[None]):
             self.paths.append(path)
         if not found:
             table.add_row(f"no checkpoints in {self.runs_dir} yet", "", "", "", "", "", "")
+        elif self.current is not None and self._row_of(self.current) is not None:
+            table.move_cursor(row=self._row_of(self.current))
         elif cursor < len(found):
             table.move_cursor(row=cursor)
+
+    def _row_of(self, path: Path) -> int | None:
+        resolved = [p.resolve() for p in self.paths]
+        return resolved.index(path.resolve()) if path.resolve() in resolved else None
 
     @on(DataTable.RowSelected, "#checkpoints")
     def row_selected(self, event: DataTable.RowSelected) -> None:
@@ -187,6 +194,10 @@ class EvaluationScreen(Screen[None]):
         if not self.query("#eval-status"):
             self.queued = path
             return
+        self.current = path
+        row = self._row_of(path)
+        if row is not None:
+            self.query_one("#checkpoints", DataTable).move_cursor(row=row)
         self.query_one("#eval-status", Static).update(f"Evaluating {path} on the test set…")
         self.query_one("#eval-progress").display = True
         self._evaluate(path)

@@ -7,6 +7,7 @@ import shutil
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
@@ -99,7 +100,7 @@ class RunsScreen(Screen[None]):
             return
         self.marked ^= {run.run_id}
         table = self.query_one(DataTable)
-        table.update_cell_at((table.cursor_row, 0), "✓" if run.run_id in self.marked else " ")
+        table.update_cell_at(Coordinate(table.cursor_row, 0), "✓" if run.run_id in self.marked else " ")
         self._redraw_chart()
 
     @on(DataTable.RowSelected)

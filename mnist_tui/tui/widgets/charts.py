@@ -47,7 +47,17 @@ class SmoothedSeries:
         self._last = None
 
 
-class LossChart(PlotextPlot):
+class Chart(PlotextPlot):
+    """A chart that redraws its series from plain lists whenever it is resized or asked to."""
+
+    def on_resize(self) -> None:
+        self.replot()
+
+    def replot(self) -> None:
+        raise NotImplementedError
+
+
+class LossChart(Chart):
     """Training loss per step (smoothed) and validation loss per epoch, x in epochs."""
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -60,9 +70,6 @@ class LossChart(PlotextPlot):
         self.train.clear()
         self.val_epochs.clear()
         self.val_loss.clear()
-        self.replot()
-
-    def on_resize(self) -> None:
         self.replot()
 
     def replot(self) -> None:
@@ -78,7 +85,7 @@ class LossChart(PlotextPlot):
         self.refresh()
 
 
-class AccuracyChart(PlotextPlot):
+class AccuracyChart(Chart):
     """Training and validation accuracy per epoch, with the best validation epoch marked."""
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -95,9 +102,6 @@ class AccuracyChart(PlotextPlot):
         self.best_epoch = 0
         self.replot()
 
-    def on_resize(self) -> None:
-        self.replot()
-
     def replot(self) -> None:
         plt = self.plt
         plt.clear_data()
@@ -112,7 +116,7 @@ class AccuracyChart(PlotextPlot):
         self.refresh()
 
 
-class RunsChart(PlotextPlot):
+class RunsChart(Chart):
     """Validation accuracy per epoch of several runs, overlaid to compare them."""
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -122,9 +126,6 @@ class RunsChart(PlotextPlot):
 
     def show(self, run_ids: list[str]) -> None:
         self.shown = run_ids
-        self.replot()
-
-    def on_resize(self) -> None:
         self.replot()
 
     def replot(self) -> None:
