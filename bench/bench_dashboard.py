@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import shlex
 import shutil
 import subprocess
@@ -42,14 +43,27 @@ def headless(data_root: Path, runs: Path, epochs: int) -> list[float]:
     return epoch_throughputs(next(runs.iterdir()))
 
 
-async def attached(data_root: Path, runs: Path, epochs: int) -> list[float]:
+async def attached(data_root: Path, runs: Path, epochs: int, key_latencies: list[float],
+                   cpu_shares: list[float]) -> list[float]:
+    """Train from the dashboard. Every two seconds while it trains, pause it and resume it (`p`, `p`),
+    timing how long each key takes to be handled; also record the dashboard's CPU use. Epoch throughput
+    leaves paused time out, so the pauses do not lower it."""
     app = MnistTuiApp(data_dir=data_root, runs_dir=runs, download=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await app.workers.wait_for_complete()  # the settings pane's device probe, as a person would wait
         app.screen.query_one("#input-epochs").value = str(epochs)  # type: ignore[attr-defined]
         await pilot.press("f5")
+        cpu_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        next_press = time.perf_counter() + 2.0
         while app.training_screen.state not in ("completed", "failed", "stopped"):
-            await pilot.pause(0.2)
+            if app.training_screen.state in ("running", "paused") and time.perf_counter() >= next_press:
+                started = time.perf_counter()
+                await pilot.press("p")
+                key_latencies.append(time.perf_counter() - started)
+                next_press = time.perf_counter() + (0.3 if app.training_screen.state == "running" else 2.0)
+            await pilot.pause(0.1)
+        cpu_after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - wall_before
+        cpu_shares.append((cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime) / wall)
         if app.training_screen.state != "completed":
             raise SystemExit(f"the attached run ended {app.training_screen.state}")
     return epoch_throughputs(next(runs.iterdir()))
@@ -80,7 +94,7 @@ def import_torch_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="alternating headless/attached pairs")
     args = parser.parse_args()
     data_root = resolve_data_dir(args.data_dir).absolute()
@@ -89,9 +103,12 @@ def main() -> None:
         alone: list[float] = []
         with_ui: list[float] = []
         pair_ratios = []
+        key_latencies: list[float] = []
+        cpu_shares: list[float] = []
         for repeat in range(args.repeats):
             alone_now = headless(data_root, base / f"headless-{repeat}", args.epochs)
-            with_ui_now = asyncio.run(attached(data_root, base / f"attached-{repeat}", args.epochs))
+            with_ui_now = asyncio.run(attached(data_root, base / f"attached-{repeat}", args.epochs, key_latencies,
+                                               cpu_shares))
             pair_ratios.append(median(with_ui_now) / median(alone_now))
             alone += alone_now
             with_ui += with_ui_now
@@ -100,6 +117,10 @@ def main() -> None:
         print(f"ratio         : {median(with_ui) / median(alone):10.2f} (attached / headless, medians of all epochs)")
         print(f"pair ratios   : {', '.join(f'{r:.2f}' for r in pair_ratios)} (each pair run back to back; "
               f"median {median(pair_ratios):.2f})")
+        if key_latencies:
+            print(f"key handling  : {1000 * median(key_latencies):10.0f} ms median, "
+                  f"{1000 * max(key_latencies):.0f} ms worst, over {len(key_latencies)} presses while training")
+        print(f"dashboard CPU : {100 * median(cpu_shares):10.0f}% of one core while training")
         if shutil.which("tmux"):
             frame = first_frame_seconds(data_root, base / "frame")
             torch_import = import_torch_seconds()

@@ -22,7 +22,7 @@ from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
 
 OVER_SSH = bool(os.environ.get("SSH_CONNECTION"))
-REFRESH_SECONDS = 0.5 if OVER_SSH else 0.25
+REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
 """How often the training panel drains events and redraws its bars; less often over SSH."""
 CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""

@@ -32,6 +32,7 @@ def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reatta
     save_config(TrainConfig(batch_size=1, epochs=EPOCHS, device="cpu", num_threads=1), tmp_path / "mnist-tui.toml")
     first = open_dashboard(f"mnist-tui-hup-{uuid.uuid4().hex[:8]}", tmp_path, synthetic_root, runs_dir)
     second = Terminal(f"mnist-tui-back-{uuid.uuid4().hex[:8]}")
+    third = Terminal(f"mnist-tui-later-{uuid.uuid4().hex[:8]}")
     try:
         first.wait_for(lambda s: "Start" in s, "the settings pane", seconds=30)
         first.keys("C-o")  # load ./mnist-tui.toml, the file named in the side panel
@@ -55,6 +56,17 @@ def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reatta
         assert f"{EPOCHS}/{EPOCHS}" in screen, "the panel shows every epoch, replayed and live"
         assert run.status() == "completed"
         assert [e.epoch for e in run.epoch_events()] == list(range(1, EPOCHS + 1))
+
+        # Later, a fresh dashboard lists the finished run and replays all of it.
+        second.keys("C-q")
+        open_dashboard(third.name, tmp_path, synthetic_root, runs_dir)
+        third.wait_for(lambda s: "Start" in s, "the settings pane", seconds=30)
+        third.keys("F6")
+        third.wait_for(lambda s: run.run_id in s and "completed" in s and f"{EPOCHS}/{EPOCHS}" in s,
+                       "the finished run in the runs browser")
+        third.keys("Enter")
+        third.wait_for(lambda s: "completed" in s and f"{EPOCHS}/{EPOCHS}" in s and "best" in s,
+                       "the finished run's history on the training panel")
     finally:
-        for terminal in (first, second):
+        for terminal in (first, second, third):
             subprocess.run(["tmux", "kill-session", "-t", terminal.name], capture_output=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from conftest import small_config
 from fake_events import run_events
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunPaused
+from mnist_tui.runs import RunDir
 from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
@@ -209,3 +212,71 @@ async def wait_for(pilot, condition, seconds: float = 30.0) -> None:  # type: ig
             return
         await pilot.pause(0.1)
     pytest.fail("condition not met in time")
+
+
+async def test_every_screen_survives_resizing(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        for key in ("f2", "f3", "f4", "f6"):
+            await pilot.press(key)
+            for size in ((40, 12), (200, 60), (80, 24), (20, 5), (120, 40)):
+                await pilot.resize_terminal(*size)
+                await pilot.pause()
+            assert app.is_running
+
+
+async def test_runs_browser_opens_clones_and_deletes_runs(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained.run_dir, runs / "20260101-000000-mlp-aaaa")
+    (runs / "20260101-000000-mlp-aaaa" / "config.json").write_text(
+        json.dumps(small_config(epochs=2, lr=0.01).to_dict()))
+    run = RunDir(runs / "20260101-000000-mlp-aaaa")
+    for event in run_events(str(run.path)):
+        run.append_event(event)
+    run.set_status("completed")
+    app = MnistTuiApp(data_dir=trained.data_root, runs_dir=runs, download=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f6")
+        screen = app.screen
+        table = screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1)
+        row = [str(cell) for cell in table.get_row_at(0)]
+        assert "completed" in " ".join(row) and "2/2" in row and "94.31%" in row
+
+        await pilot.press("space")
+        assert screen.query_one("#runs-chart").shown == ["20260101-000000-mlp-aaaa"]  # type: ignore[attr-defined]
+
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+        assert app.screen.query_one("#input-lr", Input).value == "0.01"
+
+        await pilot.press("f6")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.training_screen.state == "completed")
+        assert isinstance(app.screen, TrainingScreen)
+
+        await pilot.press("f6")
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.click("#delete")
+        await wait_for(pilot, lambda: not run.path.exists())
+
+
+async def test_attach_opens_the_dashboard_on_a_finished_run(tmp_path: Path) -> None:
+    from mnist_tui.__main__ import build_parser
+    from mnist_tui.__main__ import make_app as make_cli_app
+    from mnist_tui.runs import create_run
+
+    run = create_run(tmp_path / "runs", small_config(epochs=2))
+    for event in run_events(str(run.path)):
+        run.append_event(event)
+    run.set_status("completed")
+    args = build_parser().parse_args(["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path)])
+    app = make_cli_app(args, attach=run)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.training_screen.state == "completed")
+        assert isinstance(app.screen, TrainingScreen)
+        assert app.training_screen.best is not None and app.training_screen.best.val_accuracy == 0.9431

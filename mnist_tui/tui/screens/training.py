@@ -51,7 +51,6 @@ class TrainingScreen(Screen[None]):
         self.refresh_seconds = refresh_seconds
         self.chart_seconds = chart_seconds
         self.charted_at = 0.0
-        self.charts_stale = False
         self.pending: list[Event] = []
         self.session: TrainingSession | None = None
         self.state = "idle"
@@ -112,8 +111,9 @@ class TrainingScreen(Screen[None]):
     # Events -----------------------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Fold every pending event into the panel's state and redraw once; replot the charts, which cost
-        far more to draw than the rest, at most every `chart_seconds` while the run is live."""
+        """Fold every pending event into the panel's state and redraw once; replot a chart, which costs far
+        more to draw than the rest, only when its data changed and at most every `chart_seconds` while
+        the run is live."""
         loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
         with self.app.batch_update():
             if self.pending:
@@ -122,12 +122,12 @@ class TrainingScreen(Screen[None]):
                 for event in events:
                     self.apply(event, log, loss_chart, accuracy_chart)
                 self.redraw()
-                self.charts_stale = True
             now = time.monotonic()
-            if self.charts_stale and (now - self.charted_at >= self.chart_seconds or not self.active):
-                loss_chart.replot()
-                accuracy_chart.replot()
-                self.charted_at, self.charts_stale = now, False
+            if now - self.charted_at >= self.chart_seconds or not self.active:
+                for chart in (loss_chart, accuracy_chart):
+                    if chart.stale:
+                        chart.replot()
+                        self.charted_at = now
 
     def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart) -> None:
         if isinstance(event, RunStarted):
@@ -143,6 +143,7 @@ class TrainingScreen(Screen[None]):
             self.epoch, self.step = event.epoch, event.step
             self.samples_per_second, self.lr, self.epoch_elapsed = event.samples_per_second, event.lr, event.elapsed
             loss_chart.train.add(event.epoch - 1 + event.step / event.steps, event.loss)
+            loss_chart.stale = True
         elif isinstance(event, EpochEnded):
             self.epoch, self.step = event.epoch, self.steps
             loss_chart.val_epochs.append(event.epoch)
@@ -150,6 +151,7 @@ class TrainingScreen(Screen[None]):
             accuracy_chart.epochs.append(event.epoch)
             accuracy_chart.train.append(event.train_accuracy)
             accuracy_chart.val.append(event.val_accuracy)
+            loss_chart.stale = accuracy_chart.stale = True
             if event.is_best:
                 self.best = event
                 accuracy_chart.best_epoch = event.epoch

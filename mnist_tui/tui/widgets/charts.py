@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 MAX_POINTS = 4000
@@ -48,13 +49,39 @@ class SmoothedSeries:
 
 
 class Chart(PlotextPlot):
-    """A chart that redraws its series from plain lists whenever it is resized or asked to."""
+    """A chart that redraws its series from plain lists whenever it is resized or asked to.
+
+    plotext builds a plot in pure Python, tens of milliseconds each time; PlotextPlot builds on every
+    render, and a dialog opening or a progress bar moving re-renders the screen. So the built plot is kept
+    until the data, the size or the theme changes, and only `replot` pays for a new one.
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._version = 0
+        self.stale = False
+        """Set when the data changed after the last replot."""
+        self._rendered: tuple[tuple[object, ...], RenderResult] | None = None
 
     def on_resize(self) -> None:
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self) -> None:
+        """Set the plot's data on `self.plt` (after it was cleared)."""
         raise NotImplementedError
+
+    def replot(self) -> None:
+        self.plt.clear_data()
+        self.draw()
+        self.stale = False
+        self._version += 1
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        key = (self._version, self.size, self.app.theme, self.theme)
+        if self._rendered is None or self._rendered[0] != key:
+            self._rendered = (key, super().render())
+        return self._rendered[1]
 
 
 class LossChart(Chart):
@@ -72,9 +99,8 @@ class LossChart(Chart):
         self.val_loss.clear()
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
         plt.title("loss")
         plt.xlabel("epoch")
         if self.train.xs:
@@ -82,7 +108,6 @@ class LossChart(Chart):
             plt.plot(xs, ys, label="train", marker="braille")
         if self.val_loss:
             plt.plot(self.val_epochs, self.val_loss, label="val", marker="dot")
-        self.refresh()
 
 
 class AccuracyChart(Chart):
@@ -102,9 +127,8 @@ class AccuracyChart(Chart):
         self.best_epoch = 0
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
         plt.title("accuracy %")
         plt.xlabel("epoch")
         if self.epochs:
@@ -113,7 +137,6 @@ class AccuracyChart(Chart):
         if self.best_epoch:
             best = self.val[self.epochs.index(self.best_epoch)]
             plt.scatter([self.best_epoch], [100 * best], label=f"best {100 * best:.2f}%", marker="x")
-        self.refresh()
 
 
 class RunsChart(Chart):
@@ -128,9 +151,8 @@ class RunsChart(Chart):
         self.shown = run_ids
         self.replot()
 
-    def replot(self) -> None:
+    def draw(self) -> None:
         plt = self.plt
-        plt.clear_data()
         plt.title("validation accuracy %")
         plt.xlabel("epoch")
         for run_id in self.shown:
@@ -138,4 +160,3 @@ class RunsChart(Chart):
             if curve:
                 plt.plot(list(range(1, len(curve) + 1)), [100 * a for a in curve], label=run_id[-16:],
                          marker="braille")
-        self.refresh()
