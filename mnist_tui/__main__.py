@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import traceback
@@ -16,7 +17,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
-from mnist_tui.config import CHOICES, FIELD_TYPES, ConfigError, TrainConfig, field_help, load_config
+from mnist_tui.config import (
+    CHOICES,
+    FIELD_TYPES,
+    ConfigError,
+    TrainConfig,
+    check_device,
+    field_help,
+    read_config_values,
+)
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run, list_runs, resolve_runs_dir
 
 if TYPE_CHECKING:
@@ -139,9 +148,11 @@ def command_attach(args: argparse.Namespace) -> int:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = load_config(args.config) if args.config else None
-    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
-    return TrainConfig.from_mapping(overrides, base)
+    """The settings file's values with the flags on top, checked once, so the model named by either
+    brings its own defaults for whatever neither sets."""
+    values = read_config_values(args.config) if args.config else {}
+    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
+    return TrainConfig.from_mapping(values)
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -156,8 +167,13 @@ def command_train(args: argparse.Namespace) -> int:
     resume: Checkpoint | None = None
     if args.resume is not None:
         run = find_run(args.resume, args.runs_dir)
-        if run.status() in ACTIVE_STATUSES:
-            raise UsageError(f"run {run.run_id} is still {run.status()}; attach to it with `mnist-tui attach`")
+        status = run.status()
+        if status in ACTIVE_STATUSES and run.recorded_pid() != os.getpid():
+            raise UsageError(f"run {run.run_id} is still {status}; attach to it with `mnist-tui attach`")
+        if status == "completed":
+            raise UsageError(f"run {run.run_id} completed; clone its settings into a new run instead")
+        if args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
+            raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
         try:
             resume = load_checkpoint(run.path / "last.pt")
         except CheckpointError as error:
@@ -169,7 +185,10 @@ def command_train(args: argparse.Namespace) -> int:
         config = run.config()
     else:
         config = config_from_args(args)
-        run = create_run(resolve_runs_dir(args.runs_dir), config)
+        try:
+            run = create_run(resolve_runs_dir(args.runs_dir), config)
+        except OSError as error:
+            raise Failure(f"cannot create a run folder: {error}") from None
     if args.detach:
         process = spawn_trainer(run, resolve_data_dir(args.data_dir), download_allowed(args.no_download),
                                 resume=resume is not None)
@@ -216,7 +235,7 @@ def command_train(args: argparse.Namespace) -> int:
         run.set_status(outcome.status)
         return 0
     run.set_status("failed")
-    if isinstance(outcome, RunFailed):
+    if isinstance(outcome, RunFailed) and reporter is None:
         print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
     return EXIT_FAILURE
 
@@ -228,6 +247,11 @@ def command_eval(args: argparse.Namespace) -> int:
     from mnist_tui.evaluation import evaluate
     from mnist_tui.reporting import print_evaluation
 
+    device_problem = check_device(args.device)
+    if device_problem:
+        raise UsageError(device_problem)
+    if args.mistakes < 0:
+        raise UsageError(f"--mistakes must be 0 or more, got {args.mistakes}")
     try:
         checkpoint = load_checkpoint(args.checkpoint)
     except CheckpointError as error:

@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict of tensors and primitives, so it loads with `torch.load(weights_only=True)`
 and never runs code from the file. A bare state_dict of a registered model (the tutorial's
-`model.state_dict()`) loads too, with the tutorial's preprocessing assumed.
+`model.state_dict()`) loads too, with its model's standard preprocessing assumed (for the mlp, the
+tutorial's [0, 1] pixels).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
 
 FORMAT = "mnist-tui-checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
 
 class CheckpointError(RuntimeError):

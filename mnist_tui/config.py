@@ -69,7 +69,7 @@ class TrainConfig:
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
     num_threads: int = 0
-    """CPU threads for torch; 0 lets mnist-tui choose."""
+    """CPU threads for torch; 0 keeps torch's default (one per core)."""
 
     @classmethod
     def defaults_for(cls, model: str) -> TrainConfig:
@@ -208,23 +208,34 @@ def check_device(value: str) -> str | None:
     return f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
 
 
-def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
+def load_config(path: Path) -> TrainConfig:
     """Read a TOML or JSON settings file (by suffix) into a validated config.
 
     Raises:
         ConfigError: the file is missing, unreadable, malformed or holds invalid values.
     """
+    return TrainConfig.from_mapping(read_config_values(path))
+
+
+def read_config_values(path: Path) -> dict[str, Any]:
+    """The raw settings in a TOML or JSON file (by suffix), not yet checked.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or malformed.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError({"file": f"cannot read config file {path}: {error.strerror}"}) from None
+    except UnicodeDecodeError:
+        raise ConfigError({"file": f"config file {path} is not text (TOML or JSON expected)"}) from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError({"file": f"config file {path} is not valid {_format(path)}: {error}"}) from None
     if not isinstance(data, dict):
         raise ConfigError({"file": f"config file {path} must hold a table of settings"})
-    return TrainConfig.from_mapping(data, base)
+    return data
 
 
 def save_config(config: TrainConfig, path: Path) -> None:

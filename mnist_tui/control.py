@@ -12,8 +12,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("run", "pause", "stop")
-
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file."""
@@ -62,17 +60,14 @@ class FileControl(RunControl):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self._path = path
-        self._seen_mtime = 0
 
     def poll(self) -> None:
+        """Read the file each time: it states what the run should be doing, so reading it again is
+        harmless, and no change is missed on a file system with coarse timestamps."""
         try:
-            mtime = self._path.stat().st_mtime_ns
-            if mtime == self._seen_mtime:
-                return
             command = json.loads(self._path.read_text(encoding="utf-8")).get("command")
         except (OSError, json.JSONDecodeError, AttributeError):
             return
-        self._seen_mtime = mtime
         if command == "pause":
             self.pause()
         elif command == "run":

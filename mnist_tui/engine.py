@@ -141,6 +141,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
         return CheckpointSaved(epoch, kind, str(path))
 
     best = max(history, key=lambda h: h["val_accuracy"]) if history else None
+    sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
     try:
         for epoch in range(start_epoch, config.epochs):
             if epoch == start_epoch and start_step and resume is not None and "rng_state" in resume.raw:
@@ -158,8 +159,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                     augment(torch.zeros(config.batch_size, 1, 28, 28, device=device), augment_rng)
             model.train()
             order = batch_order(len(train_split), config.seed, epoch, device)
-            loss_sum = torch.tensor(progress["loss_sum"], device=device, dtype=torch.float64)
-            correct = torch.tensor(progress["correct"], device=device, dtype=torch.float64)
+            loss_sum = torch.tensor(progress["loss_sum"], device=device, dtype=sum_dtype)
+            correct = torch.tensor(progress["correct"], device=device, dtype=sum_dtype)
             carried_seconds = progress["seconds"]
             active_since = last_report = time.perf_counter()
             reported_loss, reported_correct, reported_step = float(loss_sum), float(correct), start_step
@@ -200,7 +201,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                         control.poll()
                     active_since += time.perf_counter() - paused_at
                     last_report = time.perf_counter()
-                    yield RunResumed(epoch + 1, step)
+                    if not control.stopping:
+                        yield RunResumed(epoch + 1, step)
                 if control.stopping and step < steps:
                     snapshot = {"loss_sum": total_loss, "correct": total_correct,
                                 "seconds": carried_seconds + time.perf_counter() - active_since}
@@ -215,7 +217,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                 raise TrainingDiverged(f"loss became {train_loss} in epoch {epoch + 1}")
             logits = predict(model, val_split, spec.mean, spec.std)
             val_loss = float(F.cross_entropy(logits, val_split.labels))
-            val_accuracy = float((logits.argmax(dim=1) == val_split.labels).double().mean())
+            val_accuracy = int((logits.argmax(dim=1) == val_split.labels).sum()) / len(val_split)
             epoch_seconds = carried_seconds + time.perf_counter() - active_since
             is_best = best is None or val_accuracy > best["val_accuracy"]
             record = {"epoch": epoch + 1, "train_loss": train_loss, "train_accuracy": train_accuracy,

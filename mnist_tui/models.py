@@ -60,12 +60,11 @@ class ModelSpec:
     build: Callable[[], nn.Module]
     mean: float
     std: float
-    description: str
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "mlp": ModelSpec("mlp", MnistModel, 0.0, 1.0, "MLP 784-128-64-10, the tutorial's model ([0, 1] pixels)"),
-    "cnn": ModelSpec("cnn", SmallCnn, 0.1307, 0.3081, "3-block conv net with batch norm (standardised pixels)"),
+    "mlp": ModelSpec("mlp", MnistModel, 0.0, 1.0),
+    "cnn": ModelSpec("cnn", SmallCnn, 0.1307, 0.3081),
 }
 
 

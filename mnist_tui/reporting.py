@@ -35,6 +35,15 @@ if TYPE_CHECKING:  # torch-free at run time, so the dashboard can use the format
     from mnist_tui.evaluation import EvaluationResult
 
 
+STATUS_STYLE = {"completed": "green", "running": "cyan", "starting": "cyan", "paused": "yellow", "stopped": "yellow",
+                "failed": "red", "crashed": "red", "unreadable": "red"}
+
+
+def styled_status(status: str) -> str:
+    """A run status as Rich markup, coloured the same in the CLI and the dashboard."""
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -112,7 +121,7 @@ class ConsoleReporter:
 def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes: int,
                      console: Console | None = None) -> None:
     console = console or Console()
-    note = " (bare state_dict: tutorial preprocessing assumed)" if checkpoint.bare_state_dict else ""
+    note = " (bare state_dict: the model's standard preprocessing assumed)" if checkpoint.bare_state_dict else ""
     console.print(f"[bold]{result.checkpoint}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
                   f"({result.samples:,} images){note}")
     console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
@@ -153,9 +162,7 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
     table = Table(show_edge=False)
     for column in ("run", "status", "model", "dataset", "epochs", "best acc", "duration"):
         table.add_column(column)
-    colours = {"completed": "green", "running": "cyan", "paused": "yellow", "stopped": "yellow",
-               "failed": "red", "crashed": "red"}
     for s in summaries:
-        table.add_row(s.run_id, f"[{colours.get(s.status, 'white')}]{s.status}[/]", s.model, s.dataset,
+        table.add_row(s.run_id, styled_status(s.status), s.model, s.dataset,
                       f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy), format_duration(s.duration))
     console.print(table)

@@ -5,7 +5,7 @@
         events.jsonl    one JSON event per line, appended as they happen (see events.py)
         status.json     {"status": ..., "pid": ..., "updated": ...}, rewritten atomically
         control.json    {"command": "run" | "pause" | "stop"}, written by whoever steers the run
-        trainer.log     stdout/stderr of a trainer started by the dashboard
+        trainer.log     stderr of a trainer started in the background (tracebacks, if it crashed)
         last.pt, best.pt
 
 A run whose status says `running` but whose process is gone is reported as `crashed`.
@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,10 +86,12 @@ class RunDir:
             stream.write(dumps(event) + "\n")
 
     def read_events(self) -> list[Event]:
+        """The events logged so far. A last line without its newline is still being written and is left
+        for the next read; a complete line that does not parse raises ValueError."""
         if not self.events_path.exists():
             return []
-        return [from_json(json.loads(line)) for line in self.events_path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
+        complete = self.events_path.read_text(encoding="utf-8").split("\n")[:-1]
+        return [from_json(json.loads(line)) for line in complete if line.strip()]
 
     def epoch_events(self) -> list[EpochEnded]:
         return [e for e in self.read_events() if isinstance(e, EpochEnded)]
@@ -98,14 +101,24 @@ class RunDir:
             "status": status, "pid": pid if pid is not None else os.getpid(),
             "updated": dt.datetime.now().isoformat(timespec="seconds")})
 
-    def status(self) -> str:
-        """The recorded status, with `crashed` for an active run whose process is gone."""
+    def _status_record(self) -> dict[str, Any]:
         try:
             data = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
-            return "unknown"
-        status = str(data.get("status", "unknown"))
-        if status in ACTIVE_STATUSES and not process_alive(int(data.get("pid") or 0)):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def recorded_pid(self) -> int:
+        """The pid of the process that last wrote the status, or 0."""
+        try:
+            return int(self._status_record().get("pid") or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    def status(self) -> str:
+        """The recorded status, with `crashed` for an active run whose process is gone."""
+        status = str(self._status_record().get("status", "unknown"))
+        if status in ACTIVE_STATUSES and not process_alive(self.recorded_pid()):
             return "crashed"
         return status
 
@@ -160,11 +173,17 @@ def summarize(run: RunDir) -> RunSummary:
     epochs = [e for e in events if isinstance(e, EpochEnded)]
     started = next((e.time for e in events if isinstance(e, RunStarted)), None)
     finished = next((e for e in reversed(events) if isinstance(e, RunFinished | RunFailed)), None)
-    duration = finished.duration if isinstance(finished, RunFinished) else (
-        (run.path / "status.json").stat().st_mtime - started if started else None)
+    status = run.status()
+    if isinstance(finished, RunFinished) and status not in ACTIVE_STATUSES:
+        duration: float | None = finished.duration
+    elif started is None:
+        duration = None
+    else:  # still training: until now; otherwise until its last event
+        last = time.time() if status in ACTIVE_STATUSES else run.events_path.stat().st_mtime
+        duration = last - started
     best = max((e.val_accuracy for e in epochs), default=None)
     message = finished.message if isinstance(finished, RunFailed) else ""
-    return RunSummary(run.run_id, run.path, run.status(), config.model, config.dataset,
+    return RunSummary(run.run_id, run.path, status, config.model, config.dataset,
                       epochs[-1].epoch if epochs else 0, config.epochs, best, duration, message)
 
 
@@ -178,10 +197,12 @@ def iter_runs(runs_root: Path) -> Iterator[RunDir]:
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:
+    """Every run, newest first; one whose files cannot be read is listed as `unreadable`, with why."""
     summaries = []
     for run in iter_runs(runs_root):
         try:
             summaries.append(summarize(run))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            summaries.append(RunSummary(run.run_id, run.path, "unreadable", "-", "-", 0, 0, None, None,
+                                        f"{type(error).__name__}: {error}"))
     return summaries

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mnist_tui.config import TrainConfig
 from mnist_tui.events import TERMINAL_EVENTS, Event, RunFailed, from_json
-from mnist_tui.runs import RunDir, create_run
+from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run
 
 POLL_SECONDS = 0.1
 
@@ -40,9 +40,11 @@ def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = F
 class TrainingSession:
     """One run, seen from the dashboard: `events()` replays the log from the start, then follows it live."""
 
-    def __init__(self, run: RunDir, process: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, run: RunDir, process: subprocess.Popen[bytes] | None = None, log_offset: int = 0) -> None:
         self.run = run
         self.process = process
+        self.log_offset = log_offset
+        """Where this trainer's events begin in the log: an end before it belongs to an earlier trainer."""
 
     @classmethod
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
@@ -54,7 +56,8 @@ class TrainingSession:
     def continue_run(cls, run: RunDir, data_root: Path, download: bool) -> TrainingSession:
         """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended."""
         run.send("run")
-        return cls(run, spawn_trainer(run, data_root, download, resume=True))
+        offset = run.events_path.stat().st_size if run.events_path.exists() else 0
+        return cls(run, spawn_trainer(run, data_root, download, resume=True), log_offset=offset)
 
     @classmethod
     def attach(cls, run: RunDir) -> TrainingSession:
@@ -74,7 +77,7 @@ class TrainingSession:
         """The trainer's exit code once it has ended, else None; -1 when it ended but the code is unknown."""
         if self.process is not None:
             return self.process.poll()
-        return None if self.run.status() in ("starting", "running", "paused") else -1
+        return None if self.run.status() in ACTIVE_STATUSES else -1
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event of the run in order (a resumed run's log holds several starts and ends), until the
@@ -94,7 +97,7 @@ class TrainingSession:
                     event = from_json(json.loads(line))
                 except (ValueError, KeyError, TypeError):
                     continue
-                ended = isinstance(event, TERMINAL_EVENTS)
+                ended = isinstance(event, TERMINAL_EVENTS) and offset > self.log_offset
                 yield event
             if exit_code is not None and not chunk:
                 if not ended:

@@ -172,11 +172,18 @@ def test_saved_json_is_plain_json(tmp_path: Path) -> None:
     assert json.loads(path.read_text(encoding="utf-8")) == TrainConfig().to_dict()
 
 
-def test_load_config_uses_base_for_missing_keys(tmp_path: Path) -> None:
+def test_a_partial_config_file_takes_its_models_defaults(tmp_path: Path) -> None:
     path = tmp_path / "partial.toml"
     path.write_text('model = "cnn"\nepochs = 2\n', encoding="utf-8")
-    config = load_config(path, TrainConfig(lr=0.5))
-    assert (config.model, config.epochs, config.lr, config.batch_size) == ("cnn", 2, 0.5, 256)
+    config = load_config(path)
+    assert (config.model, config.epochs, config.lr, config.scheduler) == ("cnn", 2, 0.003, "onecycle")
+
+
+def test_a_binary_config_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "weights.toml"
+    path.write_bytes(b"\x80\x81\xfe\xff" * 10)
+    with pytest.raises(ConfigError, match="is not text"):
+        load_config(path)
 
 
 @pytest.mark.parametrize(("name", "text", "needle"), [

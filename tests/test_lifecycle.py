@@ -14,6 +14,7 @@ from conftest import small_config
 
 from mnist_tui.checkpoints import load_checkpoint
 from mnist_tui.config import save_config
+from mnist_tui.events import CheckpointSaved
 from mnist_tui.runs import RunDir, list_runs
 
 TRAIN = [sys.executable, "-m", "mnist_tui", "train", "--no-download"]
@@ -55,7 +56,9 @@ def test_a_trainer_killed_mid_epoch_is_crashed_and_its_last_checkpoint_loads(syn
     try:
         wait_until(lambda: any(runs_dir.iterdir()))
         run = RunDir(next(runs_dir.iterdir()))
-        wait_until(lambda: epoch_count(run) >= 2 and (run.path / "last.pt").exists())
+        # Wait for the checkpoint of epoch 2 (it is written after the epoch's event), then kill mid-epoch 3.
+        wait_until(lambda: any(isinstance(e, CheckpointSaved) and e.kind == "last" and e.epoch >= 2
+                               for e in run.read_events()))
         os.kill(trainer.pid, signal.SIGKILL)
         trainer.wait(timeout=10)
     finally:
@@ -113,3 +116,24 @@ def test_resume_refuses_a_run_that_is_still_live_or_unknown(runs_dir: Path) -> N
     run.set_status("running")  # this test process is alive, so the run counts as live
     assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 2
     assert main(["train", "--resume", "no-such-run", "--runs-dir", str(runs_dir)]) == 2
+
+
+def test_resume_detached_continues_in_the_background(synthetic_root: Path, runs_dir: Path, tmp_path: Path) -> None:
+    config_file = tmp_path / "run.toml"
+    save_config(small_config(epochs=3, batch_size=4), config_file)
+    trainer = subprocess.Popen([*TRAIN, "--json", "--config", str(config_file), "--data-dir", str(synthetic_root),
+                                "--runs-dir", str(runs_dir)], stdout=subprocess.PIPE, text=True)
+    assert trainer.stdout is not None
+    for line in trainer.stdout:
+        if json.loads(line)["event"] == "batch_progress":
+            trainer.send_signal(signal.SIGTERM)
+            break
+    trainer.communicate(timeout=60)
+    run = RunDir(next(runs_dir.iterdir()))
+    assert run.status() == "stopped"
+    done = subprocess.run([*TRAIN, "--resume", run.run_id, "--detach", "--runs-dir", str(runs_dir), "--data-dir",
+                           str(synthetic_root)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == run.run_id
+    wait_until(lambda: run.status() == "completed")
+    assert [e.epoch for e in run.epoch_events()] == [1, 2, 3]

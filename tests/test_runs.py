@@ -187,9 +187,10 @@ def test_list_runs(runs_dir: Path) -> None:
     (runs_dir / "stray-file.txt").write_text("hello", encoding="utf-8")
 
     summaries = list_runs(runs_dir)
-    assert [s.run_id for s in summaries] == ["20240103-000000-mlp-cccc", "20240102-000000-cnn-bbbb",
-                                             "20240101-000000-mlp-aaaa"]
-    crashed, failed, completed = summaries
+    assert [s.run_id for s in summaries] == ["20240104-000000-mlp-dddd", "20240103-000000-mlp-cccc",
+                                             "20240102-000000-cnn-bbbb", "20240101-000000-mlp-aaaa"]
+    unreadable, crashed, failed, completed = summaries
+    assert unreadable.status == "unreadable" and "JSONDecodeError" in unreadable.message
     assert (completed.status, completed.model, completed.dataset) == ("completed", "mlp", "mnist")
     assert (completed.epochs_done, completed.epochs, completed.best_val_accuracy) == (3, 3, 0.95)
     assert completed.duration == 7.5
@@ -198,7 +199,7 @@ def test_list_runs(runs_dir: Path) -> None:
     assert failed.message == "loss became nan at epoch 2, step 3"
     assert (crashed.status, crashed.epochs_done, crashed.best_val_accuracy) == ("crashed", 1, 0.7)
     assert crashed.duration is not None and crashed.duration > 0
-    assert json.loads(json.dumps([s.to_json() for s in summaries]))[0]["run_id"] == crashed.run_id
+    assert json.loads(json.dumps([s.to_json() for s in summaries]))[1]["run_id"] == crashed.run_id
 
 
 def test_summary_of_a_fresh_run(runs_dir: Path) -> None:

@@ -1,4 +1,5 @@
-"""The dashboard: three screens over the headless core, reached with F2/F3/F4, everything by keyboard."""
+"""The dashboard: four screens over the headless core (F2 settings, F3 training, F4 evaluation, F6 runs),
+everything by keyboard."""
 
 from __future__ import annotations
 
@@ -117,8 +118,12 @@ class MnistTuiApp(App[None]):
         if self.run_active:
             self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
             return
-        self.session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
-        self.follow(self.session)
+        try:
+            session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
+        except OSError as error:
+            self.notify(f"Cannot start a run in {self.runs_dir}: {error}", title="Cannot start", severity="error")
+            return
+        self.follow(session)
         self.show_screen("training")
 
     def attach_run(self, run: RunDir) -> None:
@@ -134,7 +139,12 @@ class MnistTuiApp(App[None]):
         if self.run_active:
             self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
             return
-        self.follow(TrainingSession.continue_run(run, self.data_dir, self.download))
+        try:
+            session = TrainingSession.continue_run(run, self.data_dir, self.download)
+        except OSError as error:
+            self.notify(f"Cannot resume {run.run_id}: {error}", title="Cannot resume", severity="error")
+            return
+        self.follow(session)
         self.show_screen("training")
 
     def follow(self, session: TrainingSession) -> None:

@@ -34,7 +34,7 @@ def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reatta
     second = Terminal(f"mnist-tui-back-{uuid.uuid4().hex[:8]}")
     third = Terminal(f"mnist-tui-later-{uuid.uuid4().hex[:8]}")
     try:
-        first.wait_for(lambda s: "Start" in s, "the settings pane", seconds=30)
+        first.wait_for(lambda s: "Device: auto →" in s, "the settings pane, idle", seconds=60)
         first.keys("C-o")  # load ./mnist-tui.toml, the file named in the side panel
         first.wait_for(lambda s: "Loaded settings" in s, "the settings file to load")
         first.keys("F5")
@@ -60,7 +60,7 @@ def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reatta
         # Later, a fresh dashboard lists the finished run and replays all of it.
         second.keys("C-q")
         open_dashboard(third.name, tmp_path, synthetic_root, runs_dir)
-        third.wait_for(lambda s: "Start" in s, "the settings pane", seconds=30)
+        third.wait_for(lambda s: "Device: auto →" in s, "the settings pane, idle", seconds=60)
         third.keys("F6")
         third.wait_for(lambda s: run.run_id in s and "completed" in s and f"{EPOCHS}/{EPOCHS}" in s,
                        "the finished run in the runs browser")

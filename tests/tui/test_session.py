@@ -89,3 +89,31 @@ async def test_wrapper_reports_a_missing_dataset_as_a_failed_run(tmp_path: Path,
     events = await collect(session)
     assert isinstance(events[-1], RunFailed)
     assert "dataset not found" in events[-1].message and "mnist-tui data import" in events[-1].message
+
+
+async def test_the_dashboards_resume_continues_a_stopped_run_to_the_end(synthetic_root: Path, runs_dir: Path) -> None:
+    session = TrainingSession.start(small_config(epochs=4, batch_size=4), runs_dir, synthetic_root, download=False)
+
+    def stop_in_epoch_two(event: Event, session: TrainingSession) -> None:
+        if isinstance(event, BatchProgress) and event.epoch == 2:
+            session.stop()
+
+    first = await collect(session, stop_in_epoch_two)
+    assert isinstance(first[-1], RunFinished) and first[-1].status == "stopped"
+
+    resumed = TrainingSession.continue_run(session.run, synthetic_root, download=False)
+    events = await collect(resumed)
+    assert isinstance(events[-1], RunFinished) and events[-1].status == "completed", events[-1]
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3, 4]
+    assert session.run.status() == "completed"
+
+
+async def test_a_resumed_trainer_that_dies_is_reported_even_after_an_earlier_end(synthetic_root: Path,
+                                                                                runs_dir: Path) -> None:
+    session = TrainingSession.start(small_config(epochs=1), runs_dir, synthetic_root, download=False)
+    assert isinstance((await collect(session))[-1], RunFinished)
+    # Without its last.pt the new trainer exits at once; the log's old ending must not hide that.
+    (session.run.path / "last.pt").unlink()
+    events = await collect(TrainingSession.continue_run(session.run, synthetic_root, download=False))
+    assert isinstance(events[-1], RunFailed)
+    assert "exited with code 2" in events[-1].message and "last.pt" in events[-1].message

@@ -15,7 +15,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
+from textual.worker import get_current_worker
 
+from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog
 from mnist_tui.tui.widgets.digit import DigitImage
 
@@ -173,7 +175,7 @@ class EvaluationScreen(Screen[None]):
     @on(Input.Submitted, "#checkpoint-path")
     def path_submitted(self, event: Input.Submitted) -> None:
         if event.value.strip():
-            self.evaluate(Path(event.value.strip()).expanduser())
+            self.evaluate(expand_path(event.value.strip()))
 
     def action_type_path(self) -> None:
         self.query_one("#checkpoint-path", Input).focus()
@@ -212,9 +214,15 @@ class EvaluationScreen(Screen[None]):
         try:
             result = evaluate(load_checkpoint(path), "test", self.data_dir, self.download)
         except (CheckpointError, DatasetError, DeviceError) as error:
-            self.app.call_from_thread(self._show_error, str(error))
+            message = str(error)
+        except Exception as error:  # out of memory, a torch error: say so, keep the dashboard up
+            message = f"{path}: evaluation failed ({type(error).__name__}: {error})"
+        else:
+            if not get_current_worker().is_cancelled:  # a newer evaluation replaced this one
+                self.app.call_from_thread(self._show_result, result)
             return
-        self.app.call_from_thread(self._show_result, result)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_error, message)
 
     def _show_error(self, message: str) -> None:
         self.query_one("#eval-progress").display = False

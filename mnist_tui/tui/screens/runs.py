@@ -11,13 +11,11 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from mnist_tui.reporting import format_duration, format_percent
+from mnist_tui.reporting import format_duration, format_percent, styled_status
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, RunSummary, list_runs
 from mnist_tui.tui.screens.dialogs import ChoiceDialog
 from mnist_tui.tui.widgets.charts import RunsChart
 
-STATUS_STYLE = {"completed": "green", "running": "cyan", "starting": "cyan", "paused": "yellow",
-                "stopped": "yellow", "failed": "red", "crashed": "red"}
 RESUMABLE = ("stopped", "failed", "crashed")
 
 
@@ -57,7 +55,12 @@ class RunsScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
         summaries = list_runs(self.app.runs_dir)  # type: ignore[attr-defined]
-        curves = {s.run_id: [e.val_accuracy for e in RunDir(s.path).epoch_events()] for s in summaries}
+        curves = {}
+        for summary in summaries:
+            try:
+                curves[summary.run_id] = [e.val_accuracy for e in RunDir(summary.path).epoch_events()]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # listed as it is; just no curve to draw
         self.app.call_from_thread(self._show, summaries, curves)
 
     def _show(self, summaries: list[RunSummary], curves: dict[str, list[float]]) -> None:
@@ -67,8 +70,7 @@ class RunsScreen(Screen[None]):
         self.summaries = summaries
         self.query_one(RunsChart).curves = curves
         for s in summaries:
-            style = STATUS_STYLE.get(s.status, "white")
-            table.add_row("✓" if s.run_id in self.marked else " ", s.run_id, f"[{style}]{s.status}[/]", s.model,
+            table.add_row("✓" if s.run_id in self.marked else " ", s.run_id, styled_status(s.status), s.model,
                           s.dataset, f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy),
                           format_duration(s.duration))
         if not summaries:
@@ -80,6 +82,14 @@ class RunsScreen(Screen[None]):
     def selected(self) -> RunSummary | None:
         row = self.query_one(DataTable).cursor_row
         return self.summaries[row] if 0 <= row < len(self.summaries) else None
+
+    def readable(self) -> RunSummary | None:
+        """The cursor row's run, if its files can be read; otherwise say why and return None."""
+        run = self.selected()
+        if run is not None and run.status == "unreadable":
+            self.notify(f"Cannot read this run's files: {run.message}", severity="error")
+            return None
+        return run
 
     @on(DataTable.RowHighlighted)
     def highlighted(self) -> None:
@@ -106,12 +116,12 @@ class RunsScreen(Screen[None]):
     @on(DataTable.RowSelected)
     def action_open(self) -> None:
         """Enter: show the run on the training panel, live if it is training, else its whole history."""
-        run = self.selected()
+        run = self.readable()
         if run is not None:
             self.app.attach_run(RunDir(run.path))  # type: ignore[attr-defined]
 
     def action_resume(self) -> None:
-        run = self.selected()
+        run = self.readable()
         if run is None:
             return
         if run.status not in RESUMABLE:
@@ -123,7 +133,7 @@ class RunsScreen(Screen[None]):
             self.app.resume_run(RunDir(run.path))  # type: ignore[attr-defined]
 
     def action_clone(self) -> None:
-        run = self.selected()
+        run = self.readable()
         if run is not None:
             self.app.settings_from(RunDir(run.path).config())  # type: ignore[attr-defined]
             self.notify(f"Settings of {run.run_id} loaded: adjust them and press F5.")
@@ -137,11 +147,19 @@ class RunsScreen(Screen[None]):
             return
 
         def answered(answer: str | None) -> None:
-            if answer == "delete":
+            if answer != "delete":
+                return
+            if RunDir(run.path).status() in ACTIVE_STATUSES:
+                self.notify("This run started training again: stop it first.", severity="warning")
+                return
+            try:
                 shutil.rmtree(run.path)
+            except OSError as error:
+                self.notify(f"Cannot delete {run.path}: {error}", severity="error")
+            else:
                 self.marked.discard(run.run_id)
                 self.notify(f"Deleted {run.run_id}.")
-                self.action_refresh()
+            self.action_refresh()
 
         self.app.push_screen(ChoiceDialog(f"Delete run {run.run_id} and its checkpoints? This cannot be undone.",
                                           [("delete", "Delete", "error")]), answered)

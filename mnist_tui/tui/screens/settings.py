@@ -25,6 +25,7 @@ from mnist_tui.config import (
     save_config,
 )
 from mnist_tui.data import dataset_present, raw_folder
+from mnist_tui.tui.paths import expand_path
 
 PRESETS: dict[str, TrainConfig] = {
     "tutorial": TrainConfig.defaults_for("mlp"),
@@ -194,7 +195,7 @@ class SettingsScreen(Screen[None]):
         self.notify(f"Loaded the {name} preset.")
 
     def _settings_path(self) -> Path:
-        return Path(self.query_one("#settings-file", Input).value.strip() or "mnist-tui.toml").expanduser()
+        return expand_path(self.query_one("#settings-file", Input).value.strip() or "mnist-tui.toml")
 
     def action_save(self) -> None:
         config = self.current_config()

@@ -6,13 +6,13 @@ redraws once inside `batch_update()`, whatever the training speed.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
 
@@ -27,13 +27,10 @@ from mnist_tui.events import (
     RunResumed,
     RunStarted,
 )
+from mnist_tui.reporting import format_duration
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.screens.dialogs import stop_dialog
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
-
-
-def format_seconds(seconds: float | None) -> str:
-    return "--:--" if seconds is None else str(dt.timedelta(seconds=round(seconds)))
 
 
 class TrainingScreen(Screen[None]):
@@ -51,6 +48,7 @@ class TrainingScreen(Screen[None]):
         self.refresh_seconds = refresh_seconds
         self.chart_seconds = chart_seconds
         self.charted_at = 0.0
+        self.charts_stale = False
         self.pending: list[Event] = []
         self.session: TrainingSession | None = None
         self.state = "idle"
@@ -114,7 +112,12 @@ class TrainingScreen(Screen[None]):
         """Fold every pending event into the panel's state and redraw once; replot a chart, which costs far
         more to draw than the rest, only when its data changed and at most every `chart_seconds` while
         the run is live."""
-        loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
+        if not self.pending and not self.charts_stale:
+            return
+        try:
+            loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
+        except NoMatches:  # the app is closing and the screen is being taken apart
+            return
         with self.app.batch_update():
             if self.pending:
                 events, self.pending = self.pending, []
@@ -123,11 +126,12 @@ class TrainingScreen(Screen[None]):
                     self.apply(event, log, loss_chart, accuracy_chart)
                 self.redraw()
             now = time.monotonic()
-            if now - self.charted_at >= self.chart_seconds or not self.active:
+            self.charts_stale = loss_chart.stale or accuracy_chart.stale
+            if self.charts_stale and (now - self.charted_at >= self.chart_seconds or not self.active):
                 for chart in (loss_chart, accuracy_chart):
                     if chart.stale:
                         chart.replot()
-                        self.charted_at = now
+                self.charted_at, self.charts_stale = now, False
 
     def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart) -> None:
         if isinstance(event, RunStarted):
@@ -174,7 +178,7 @@ class TrainingScreen(Screen[None]):
             self.state = event.status
             best = f"{event.best_val_accuracy:.2%} at epoch {event.best_epoch}" if event.best_val_accuracy else "-"
             log.write(f"[b]{event.status}[/b] after {event.epochs_done} epoch(s) in "
-                      f"{format_seconds(event.duration)}; best val accuracy {best}. "
+                      f"{format_duration(event.duration)}; best val accuracy {best}. "
                       "Press [b]e[/b] to evaluate the best checkpoint.")
         elif isinstance(event, RunFailed):
             self.state = "failed"
@@ -189,14 +193,14 @@ class TrainingScreen(Screen[None]):
             run_bar.update(total=self.epochs * self.steps, progress=done)
             epoch_bar.update(total=self.steps, progress=self.step)
             epoch_left, run_left = self._remaining(done)
-            self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}  eta {format_seconds(run_left)}")
-            self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}  eta {format_seconds(epoch_left)}")
+            self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}  eta {format_duration(run_left)}")
+            self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}  eta {format_duration(epoch_left)}")
         state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
                  "completed": "[green]completed[/]", "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
         best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
         self.query_one("#run-stats", Static).update(
             f"{state} · {self.samples_per_second:,.0f} samples/s · elapsed "
-            f"{format_seconds(self.finished_seconds + self.epoch_elapsed if self.active else self.finished_seconds)}"
+            f"{format_duration(self.finished_seconds + self.epoch_elapsed if self.active else self.finished_seconds)}"
             f" · lr {self.lr:.2e} · {best}")
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
@@ -213,11 +217,15 @@ class TrainingScreen(Screen[None]):
     def action_toggle_pause(self) -> None:
         if self.session is None or not self.active:
             self.notify("No run is training.", severity="warning")
-        elif self.state == "paused":
-            self.session.resume()
-        else:
-            self.session.pause()
-            self.notify("Pausing after the current batch…")
+            return
+        try:
+            if self.state == "paused":
+                self.session.resume()
+            else:
+                self.session.pause()
+                self.notify("Pausing after the current batch…")
+        except OSError as error:
+            self.notify(f"Cannot reach the run's folder: {error}", severity="error")
 
     def action_stop(self) -> None:
         if self.session is None or not self.active:
@@ -226,9 +234,14 @@ class TrainingScreen(Screen[None]):
         session = self.session
 
         def answered(answer: str | None) -> None:
-            if answer == "stop":
+            if answer != "stop":
+                return
+            try:
                 session.stop()
-                self.notify("Stopping: saving last.pt…")
+            except OSError as error:
+                self.notify(f"Cannot reach the run's folder: {error}", severity="error")
+                return
+            self.notify("Stopping: saving last.pt…")
 
         self.app.push_screen(stop_dialog(), answered)
 
