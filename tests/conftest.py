@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from mnist_tui.config import TrainConfig
 
@@ -24,6 +25,27 @@ TEST_SIZE = 128
 
 # Tiny models on a 2-core machine gain nothing from many threads and lose to their start-up.
 torch.set_num_threads(1)
+
+
+class MnistModel(nn.Module):
+    """The tutorial's model class (section 5), copied as a user's script defines it, comments aside; the
+    tests use it to prove that mnist-tui reads what the tutorial writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lr1 = nn.Linear(784, 128)
+        self.lr2 = nn.Linear(128, 64)
+        self.lr3 = nn.Linear(64, 10)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, start_dim=1)
+        x = self.lr1(x)
+        x = self.relu(x)
+        x = self.lr2(x)
+        x = self.relu(x)
+        output = self.lr3(x)
+        return output
 
 
 def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

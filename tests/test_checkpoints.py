@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import Trained, small_config
+from conftest import MnistModel, Trained, small_config
 from torch import nn
 
 from mnist_tui.checkpoints import (
@@ -26,21 +26,6 @@ from mnist_tui.checkpoints import (
 )
 from mnist_tui.config import TrainConfig
 from mnist_tui.models import build_model
-
-
-class MnistModel(nn.Module):
-    """The tutorial's model class, as a user's script defines it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lr1 = nn.Linear(784, 128)
-        self.lr2 = nn.Linear(128, 64)
-        self.lr3 = nn.Linear(64, 10)
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(x, start_dim=1)
-        return self.lr3(self.relu(self.lr2(self.relu(self.lr1(x)))))
 
 
 def refusal(path: Path) -> str:

@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from conftest import MnistModel
 
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict, parameter_count
-
-
-class MnistModel(nn.Module):
-    """Copied from the tutorial (section 5), comments aside."""
-
-    def __init__(self):
-        super().__init__()
-        self.lr1 = nn.Linear(784, 128)
-        self.lr2 = nn.Linear(128, 64)
-        self.lr3 = nn.Linear(64, 10)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        x = torch.flatten(x, start_dim=1)
-        x = self.lr1(x)
-        x = self.relu(x)
-        x = self.lr2(x)
-        x = self.relu(x)
-        output = self.lr3(x)
-        return output
 
 
 def test_mlp_has_the_tutorials_parameters() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import MnistModel
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -24,25 +25,6 @@ pytestmark = pytest.mark.mnist
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 """How many of each digit the MNIST test set holds."""
 
-
-class MnistModel(nn.Module):
-    """The tutorial's model (section 5)."""
-
-    def __init__(self):
-        super().__init__()
-        self.lr1 = nn.Linear(784, 128)
-        self.lr2 = nn.Linear(128, 64)
-        self.lr3 = nn.Linear(64, 10)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        x = torch.flatten(x, start_dim=1)
-        x = self.lr1(x)
-        x = self.relu(x)
-        x = self.lr2(x)
-        x = self.relu(x)
-        output = self.lr3(x)
-        return output
 
 
 def test_real_splits_load(mnist_root: Path) -> None:
