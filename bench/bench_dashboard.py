@@ -3,10 +3,12 @@
 Throughput: the same config (the tutorial's MLP) trains with `mnist-tui train` alone and started from the
 dashboard (driven by Textual's Pilot, drawing at 120x40), on the same data, alternating, in this one run;
 the ratio of median epoch throughputs is printed, and each back-to-back pair's, since a shared 2-core
-machine's speed drifts by tens of percent from minute to minute. First frame: `mnist-tui` starts in a real terminal
-(tmux) and the time until its settings pane is on screen is measured, next to `import torch` as a yardstick.
+machine's speed drifts by tens of percent from minute to minute. Then one more run from the dashboard,
+paused and resumed by key every two seconds, times how long a key takes to be handled while training.
+First frame: `mnist-tui` starts in a real terminal (tmux) and the time until its settings pane is on
+screen is measured, next to `import torch` as a yardstick.
 
-    python bench/bench_dashboard.py [--data-dir DIR] [--epochs N]
+    python bench/bench_dashboard.py [--data-dir DIR] [--epochs N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -43,11 +45,10 @@ def headless(data_root: Path, runs: Path, epochs: int) -> list[float]:
     return epoch_throughputs(next(runs.iterdir()))
 
 
-async def attached(data_root: Path, runs: Path, epochs: int, key_latencies: list[float],
-                   cpu_shares: list[float]) -> list[float]:
-    """Train from the dashboard. Every two seconds while it trains, pause it and resume it (`p`, `p`),
-    timing how long each key takes to be handled; also record the dashboard's CPU use. Epoch throughput
-    leaves paused time out, so the pauses do not lower it."""
+async def attached(data_root: Path, runs: Path, epochs: int, cpu_shares: list[float],
+                   key_latencies: list[float] | None = None) -> list[float]:
+    """Train from the dashboard, recording its CPU use. With `key_latencies`, also pause and resume the
+    run every two seconds (`p`, `p`), timing how long each key takes to be handled."""
     app = MnistTuiApp(data_dir=data_root, runs_dir=runs, download=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await app.workers.wait_for_complete()  # the settings pane's device probe, as a person would wait
@@ -56,7 +57,8 @@ async def attached(data_root: Path, runs: Path, epochs: int, key_latencies: list
         cpu_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         next_press = time.perf_counter() + 2.0
         while app.training_screen.state not in ("completed", "failed", "stopped"):
-            if app.training_screen.state in ("running", "paused") and time.perf_counter() >= next_press:
+            if (key_latencies is not None and app.training_screen.state in ("running", "paused")
+                    and time.perf_counter() >= next_press):
                 started = time.perf_counter()
                 await pilot.press("p")
                 key_latencies.append(time.perf_counter() - started)
@@ -107,8 +109,7 @@ def main() -> None:
         cpu_shares: list[float] = []
         for repeat in range(args.repeats):
             alone_now = headless(data_root, base / f"headless-{repeat}", args.epochs)
-            with_ui_now = asyncio.run(attached(data_root, base / f"attached-{repeat}", args.epochs, key_latencies,
-                                               cpu_shares))
+            with_ui_now = asyncio.run(attached(data_root, base / f"attached-{repeat}", args.epochs, cpu_shares))
             pair_ratios.append(median(with_ui_now) / median(alone_now))
             alone += alone_now
             with_ui += with_ui_now
@@ -117,10 +118,11 @@ def main() -> None:
         print(f"ratio         : {median(with_ui) / median(alone):10.2f} (attached / headless, medians of all epochs)")
         print(f"pair ratios   : {', '.join(f'{r:.2f}' for r in pair_ratios)} (each pair run back to back; "
               f"median {median(pair_ratios):.2f})")
+        asyncio.run(attached(data_root, base / "keys", args.epochs, [], key_latencies))
         if key_latencies:
             print(f"key handling  : {1000 * median(key_latencies):10.0f} ms median, "
                   f"{1000 * max(key_latencies):.0f} ms worst, over {len(key_latencies)} presses while training")
-        print(f"dashboard CPU : {100 * median(cpu_shares):10.0f}% of one core while training")
+        print(f"dashboard CPU : {100 * median(cpu_shares):10.0f}% of one core while following a run")
         if shutil.which("tmux"):
             frame = first_frame_seconds(data_root, base / "frame")
             torch_import = import_torch_seconds()
