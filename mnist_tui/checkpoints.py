@@ -24,6 +24,7 @@ from torch import nn
 
 from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
+from mnist_tui.data import first_line
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
 
 FORMAT = "mnist-tui-checkpoint"
@@ -129,7 +130,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError,
             AttributeError, KeyError, IndexError) as error:
         raise CheckpointError(f"{path}: not a readable PyTorch file, truncated or corrupt "
-                              f"({type(error).__name__}: {_first_line(str(error))})") from None
+                              f"({first_line(error)})") from None
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
         return _from_payload(path, data)
     if isinstance(data, Mapping) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -162,7 +163,7 @@ def _from_payload(path: Path, data: Mapping[str, Any]) -> Checkpoint:
                           float(preprocessing["std"]), int(data.get("epoch", 0)), dict(data.get("metrics", {})),
                           dict(data))
     except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as error:
-        raise CheckpointError(f"{path}: damaged mnist-tui checkpoint ({_first_line(str(error))})") from None
+        raise CheckpointError(f"{path}: damaged mnist-tui checkpoint ({first_line(error)})") from None
 
 
 def _unpickling_reason(message: str) -> str:
@@ -175,11 +176,6 @@ def _unpickling_reason(message: str) -> str:
         return (f"refused: loading it would call {name}, which runs code; a checkpoint never needs that "
                 "(this file may be malicious)")
     return f"{WHOLE_MODEL_HINT} (loading would import {name})"
-
-
-def _first_line(message: str) -> str:
-    line = message.strip().splitlines()[0] if message.strip() else ""
-    return line[:200]
 
 
 @dataclass(frozen=True)

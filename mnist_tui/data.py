@@ -68,8 +68,9 @@ def dataset_present(dataset: str, root: Path) -> bool:
 
 
 def first_line(error: Exception) -> str:
+    """An exception as one short line, `Type: first line of its message`, for one-line error messages."""
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
 
 
 def missing_dataset_message(dataset: str, root: Path, reason: str) -> str:
