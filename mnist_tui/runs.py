@@ -19,7 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +160,14 @@ class RunSummary:
     best_val_accuracy: float | None
     duration: float | None
     message: str = ""
+    val_accuracies: list[float] = field(default_factory=list)
+    """Validation accuracy of each epoch, for comparing runs' curves."""
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "path": str(self.path), "status": self.status, "model": self.model,
                 "dataset": self.dataset, "epochs_done": self.epochs_done, "epochs": self.epochs,
-                "best_val_accuracy": self.best_val_accuracy, "duration": self.duration, "message": self.message}
+                "best_val_accuracy": self.best_val_accuracy, "duration": self.duration, "message": self.message,
+                "val_accuracies": self.val_accuracies}
 
 
 def summarize(run: RunDir) -> RunSummary:
@@ -184,7 +187,8 @@ def summarize(run: RunDir) -> RunSummary:
     best = max((e.val_accuracy for e in epochs), default=None)
     message = finished.message if isinstance(finished, RunFailed) else ""
     return RunSummary(run.run_id, run.path, status, config.model, config.dataset,
-                      epochs[-1].epoch if epochs else 0, config.epochs, best, duration, message)
+                      epochs[-1].epoch if epochs else 0, config.epochs, best, duration, message,
+                      [e.val_accuracy for e in epochs])
 
 
 def iter_runs(runs_root: Path) -> Iterator[RunDir]:

@@ -54,21 +54,14 @@ class RunsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
-        summaries = list_runs(self.app.runs_dir)  # type: ignore[attr-defined]
-        curves = {}
-        for summary in summaries:
-            try:
-                curves[summary.run_id] = [e.val_accuracy for e in RunDir(summary.path).epoch_events()]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # listed as it is; just no curve to draw
-        self.app.call_from_thread(self._show, summaries, curves)
+        self.app.call_from_thread(self._show, list_runs(self.app.runs_dir))  # type: ignore[attr-defined]
 
-    def _show(self, summaries: list[RunSummary], curves: dict[str, list[float]]) -> None:
+    def _show(self, summaries: list[RunSummary]) -> None:
         table = self.query_one(DataTable)
         cursor = table.cursor_row
         table.clear()
         self.summaries = summaries
-        self.query_one(RunsChart).curves = curves
+        self.query_one(RunsChart).curves = {s.run_id: s.val_accuracies for s in summaries}
         for s in summaries:
             table.add_row("✓" if s.run_id in self.marked else " ", s.run_id, styled_status(s.status), s.model,
                           s.dataset, f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy),
