@@ -15,7 +15,7 @@ from test_e2e_terminal import Terminal, pytestmark  # noqa: F401 - same skip whe
 from mnist_tui.config import TrainConfig, save_config
 from mnist_tui.runs import RunDir
 
-EPOCHS = 12
+EPOCHS = 25
 
 
 def open_dashboard(name: str, cwd: Path, data_root: Path, runs_dir: Path) -> Terminal:

@@ -92,7 +92,8 @@ async def test_wrapper_reports_a_missing_dataset_as_a_failed_run(tmp_path: Path,
 
 
 async def test_the_dashboards_resume_continues_a_stopped_run_to_the_end(synthetic_root: Path, runs_dir: Path) -> None:
-    session = TrainingSession.start(small_config(epochs=4, batch_size=4), runs_dir, synthetic_root, download=False)
+    # Batches of two make epochs long enough (256 steps) for the stop to land inside the run.
+    session = TrainingSession.start(small_config(epochs=6, batch_size=2), runs_dir, synthetic_root, download=False)
 
     def stop_in_epoch_two(event: Event, session: TrainingSession) -> None:
         if isinstance(event, BatchProgress) and event.epoch == 2:
@@ -104,7 +105,7 @@ async def test_the_dashboards_resume_continues_a_stopped_run_to_the_end(syntheti
     resumed = TrainingSession.continue_run(session.run, synthetic_root, download=False)
     events = await collect(resumed)
     assert isinstance(events[-1], RunFinished) and events[-1].status == "completed", events[-1]
-    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3, 4]
+    assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3, 4, 5, 6]
     assert session.run.status() == "completed"
 
 
