@@ -109,6 +109,16 @@ async def test_dataset_status_says_what_to_do_when_missing(tmp_path: Path, synth
         assert "present" in str(app.screen.query_one("#dataset-status", Static).render())
 
 
+async def test_training_panel_with_no_run_shows_still_empty_bars(tmp_path: Path) -> None:
+    """An indeterminate bar animates many times a second; with nothing training it would only cost CPU."""
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await pilot.pause()
+        for bar in app.training_screen.query(ProgressBar):
+            assert (bar.total, bar.progress) == (1, 0)
+
+
 async def test_training_panel_follows_events(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:

@@ -75,11 +75,11 @@ class TrainingScreen(Screen[None]):
             yield Static(self.description, id="run-title")
             with Horizontal(classes="bar-row"):
                 yield Label("run  ", classes="bar-label")
-                yield ProgressBar(id="run-bar", show_eta=False)
+                yield ProgressBar(id="run-bar", total=1, show_eta=False)
                 yield Static("", id="run-eta", classes="eta")
             with Horizontal(classes="bar-row"):
                 yield Label("epoch", classes="bar-label")
-                yield ProgressBar(id="epoch-bar", show_eta=False)
+                yield ProgressBar(id="epoch-bar", total=1, show_eta=False)
                 yield Static("", id="epoch-eta", classes="eta")
             yield Static("", id="run-stats")
         with Horizontal(id="charts"):
@@ -195,6 +195,11 @@ class TrainingScreen(Screen[None]):
             epoch_left, run_left = self._remaining(done)
             self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}  eta {format_duration(run_left)}")
             self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}  eta {format_duration(epoch_left)}")
+        else:
+            # Empty bars with no run; the moving "working" bar only while a trainer starts, since it redraws
+            # many times a second.
+            for bar in (run_bar, epoch_bar):
+                bar.update(total=None if self.state == "starting" else 1, progress=0)
         state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
                  "completed": "[green]completed[/]", "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
         best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
