@@ -181,6 +181,10 @@ class MnistTuiApp(App[None]):
         elif answer == "leave":
             self.exit()
 
+    def _ask_to_stop(self) -> None:
+        self.show_screen("training")
+        self.training_screen.action_stop()
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield SystemCommand("Settings", "Set up a run (F2)", lambda: self.show_screen("settings"))
@@ -192,5 +196,4 @@ class MnistTuiApp(App[None]):
                             lambda: self.named_screen("settings").run_action("start"))
         yield SystemCommand("Pause or resume the run", "p on Training",
                             lambda: self.training_screen.run_action("toggle_pause"))
-        yield SystemCommand("Stop the run", "s on Training, saves a checkpoint",
-                            lambda: self.training_screen.run_action("stop"))
+        yield SystemCommand("Stop the run", "s on Training, twice; saves a checkpoint", self._ask_to_stop)

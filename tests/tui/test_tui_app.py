@@ -203,6 +203,42 @@ async def test_evaluation_screen_reports_a_corrupt_file_and_stays_usable(tmp_pat
         assert isinstance(app.screen, SettingsScreen)
 
 
+class RecordingSession:
+    """Stands in for a TrainingSession: records the commands the panel sends to the run."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def pause(self) -> None:
+        self.commands.append("pause")
+
+    def resume(self) -> None:
+        self.commands.append("resume")
+
+    def stop(self) -> None:
+        self.commands.append("stop")
+
+
+async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mnist_tui.tui.screens.training.STOP_CONFIRM_SECONDS", 0.3)
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        screen, session = app.training_screen, RecordingSession()
+        screen.session, screen.state = session, "running"  # type: ignore[assignment]
+        await pilot.press("s")
+        assert session.commands == []
+        assert any("again to stop the run" in n.message for n in app._notifications)
+        await pilot.pause(0.5)
+        await pilot.press("s")
+        assert session.commands == [], "a second s after the question expired asks again"
+        await pilot.press("s")
+        assert session.commands == ["stop"]
+        await pilot.press("p")
+        assert session.commands == ["stop", "pause"]
+
+
 async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:

@@ -1,4 +1,4 @@
-"""Small modal dialogs: confirm a stop, choose what quitting does to a run, browse to a checkpoint file."""
+"""Small modal dialogs: choose what quitting does to a run, confirm a deletion, browse to a checkpoint file."""
 
 from __future__ import annotations
 
@@ -34,11 +34,6 @@ class ChoiceDialog(ModalScreen[str | None]):
     @on(Button.Pressed)
     def choose(self, event: Button.Pressed) -> None:
         self.dismiss(None if event.button.id == "cancel" else event.button.id)
-
-
-def stop_dialog() -> ChoiceDialog:
-    return ChoiceDialog("Stop this run? Its weights are saved to last.pt and it can be evaluated.",
-                        [("stop", "Stop the run", "error")])
 
 
 def quit_dialog() -> ChoiceDialog:

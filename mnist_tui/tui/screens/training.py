@@ -29,8 +29,10 @@ from mnist_tui.events import (
 )
 from mnist_tui.reporting import format_duration
 from mnist_tui.session import TrainingSession
-from mnist_tui.tui.screens.dialogs import stop_dialog
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
+
+STOP_CONFIRM_SECONDS = 3.0
+"""How long after a first `s` a second one stops the run."""
 
 
 class TrainingScreen(Screen[None]):
@@ -63,6 +65,7 @@ class TrainingScreen(Screen[None]):
         self.finished_seconds = 0.0
         self.best: EpochEnded | None = None
         self.best_path: Path | None = None
+        self.stop_confirm_until = 0.0
         self.description = "No run yet: set one up on Settings (F2) and press F5."
 
     @property
@@ -233,22 +236,25 @@ class TrainingScreen(Screen[None]):
             self.notify(f"Cannot reach the run's folder: {error}", severity="error")
 
     def action_stop(self) -> None:
+        """Stop asks first: a second `s` within a few seconds confirms. The question is a toast, not a
+        dialog, because a dialog redraws the whole screen under it, which takes a few hundred
+        milliseconds on two cores that are busy training."""
         if self.session is None or not self.active:
             self.notify("No run is training.", severity="warning")
             return
-        session = self.session
-
-        def answered(answer: str | None) -> None:
-            if answer != "stop":
-                return
-            try:
-                session.stop()
-            except OSError as error:
-                self.notify(f"Cannot reach the run's folder: {error}", severity="error")
-                return
-            self.notify("Stopping: saving last.pt…")
-
-        self.app.push_screen(stop_dialog(), answered)
+        now = time.monotonic()
+        if now > self.stop_confirm_until:
+            self.stop_confirm_until = now + STOP_CONFIRM_SECONDS
+            self.notify("Press [b]s[/b] again to stop the run. It saves last.pt.", title="Stop?",
+                        timeout=STOP_CONFIRM_SECONDS)
+            return
+        self.stop_confirm_until = 0.0
+        try:
+            self.session.stop()
+        except OSError as error:
+            self.notify(f"Cannot reach the run's folder: {error}", severity="error")
+            return
+        self.notify("Stopping: saving last.pt…")
 
     def action_evaluate_best(self) -> None:
         path = self.best_path
