@@ -1,14 +1,16 @@
-"""The dashboard's cost: training throughput with the dashboard attached vs headless, and time to first frame.
+"""The dashboard's cost: training throughput with the dashboard attached vs alone, and time to first frame.
 
-Throughput: the same config (the tutorial's MLP) trains with `mnist-tui train` alone and started from the
-dashboard (driven by Textual's Pilot, drawing at 120x40), on the same data, alternating, in this one run;
-the ratio of median epoch throughputs is printed, and each back-to-back pair's, since a shared 2-core
-machine's speed drifts by tens of percent from minute to minute. Then one more run from the dashboard,
-paused and resumed by key every two seconds, times how long a key takes to be handled while training.
-First frame: `mnist-tui` starts in a real terminal (tmux) and the time until its settings pane is on
-screen is measured, next to `import torch` as a yardstick.
+Throughput: one run (the tutorial's MLP) is started from the dashboard (driven by Textual's Pilot, drawing
+at 120x40). Every `--phase` epochs the dashboard alternates between following the run and being frozen:
+its event loop blocked, so it uses no CPU at all and the trainer, the same process `mnist-tui train`
+runs, trains as if alone. Comparing neighbouring epochs of one trainer process cancels most of this
+shared machine's drift, which is tens of percent from minute to minute and more than the effect measured.
+The ratio is the median over attached phases of each one's throughput against the frozen phases either
+side of it. Then one more run, paused and resumed by key every few tenths of a second, times how long a key
+takes to be handled while training. First frame: `mnist-tui` starts in a real terminal (tmux) and the time until its
+settings pane is on screen is measured, next to `import torch` as a yardstick.
 
-    python bench/bench_dashboard.py [--data-dir DIR] [--epochs N] [--repeats N]
+    python bench/bench_dashboard.py [--data-dir DIR] [--epochs N] [--phase N]
 """
 
 from __future__ import annotations
@@ -16,59 +18,149 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mnist_tui.data import resolve_data_dir
 from mnist_tui.tui.app import MnistTuiApp
 
-
-def epoch_throughputs(run_dir: Path) -> list[float]:
-    lines = (run_dir / "events.jsonl").read_text().splitlines()
-    return [event["samples_per_second"] for event in map(json.loads, lines) if event["event"] == "epoch_end"]
+POLL = 0.005
+"""Seconds between looks at the event log."""
 
 
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def headless(data_root: Path, runs: Path, epochs: int) -> list[float]:
-    runs.mkdir(parents=True)
-    subprocess.run([sys.executable, "-m", "mnist_tui", "train", "--epochs", str(epochs), "--json", "--no-download",
-                    "--data-dir", str(data_root), "--runs-dir", str(runs)], check=True, stdout=subprocess.DEVNULL)
-    return epoch_throughputs(next(runs.iterdir()))
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-async def attached(data_root: Path, runs: Path, epochs: int, cpu_shares: list[float],
-                   key_latencies: list[float] | None = None) -> list[float]:
-    """Train from the dashboard, recording its CPU use. With `key_latencies`, also pause and resume the
-    run every two seconds (`p`, `p`), timing how long each key takes to be handled."""
+class EventLogTail:
+    """A run's event log, read incrementally so that looking costs microseconds."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("rb")
+        self.partial = b""
+        self.epoch_ends: list[dict[str, float]] = []
+        self.failure: str | None = None
+
+    def wait_for_epochs(self, count: int) -> None:
+        """Block until `count` epochs have ended, or the run failed."""
+        while True:
+            *lines, self.partial = (self.partial + self.file.read()).split(b"\n")
+            for line in lines:
+                if b'"epoch_end"' in line:
+                    self.epoch_ends.append(json.loads(line))
+                elif b'"run_failed"' in line:
+                    self.failure = json.loads(line)["message"]
+            if len(self.epoch_ends) >= count or self.failure is not None:
+                return
+            time.sleep(POLL)
+
+
+@dataclass
+class Alternation:
+    """Per-epoch throughput and whether the dashboard was attached during that epoch."""
+
+    samples_per_second: list[float] = field(default_factory=list)
+    attached: list[bool] = field(default_factory=list)
+    cpu: dict[bool, float] = field(default_factory=lambda: {True: 0.0, False: 0.0})
+    """This process's CPU seconds while attached and while frozen."""
+    wall: dict[bool, float] = field(default_factory=lambda: {True: 0.0, False: 0.0})
+
+
+async def start_run(app: MnistTuiApp, pilot: object, epochs: int) -> None:
+    await app.workers.wait_for_complete()  # the settings pane's device probe, as a person would wait
+    app.screen.query_one("#input-epochs").value = str(epochs)  # type: ignore[attr-defined]
+    await pilot.press("f5")  # type: ignore[attr-defined]
+
+
+async def alternate(data_root: Path, runs: Path, epochs: int, phase: int) -> Alternation:
+    """Train from the dashboard, attaching and freezing it every `phase` epochs (frozen first).
+
+    Either way the same function watches the event log for the epoch's end: attached, it runs in a worker
+    thread and the dashboard's event loop is free; frozen, it runs on the event loop and blocks it.
+    """
+    result = Alternation()
     app = MnistTuiApp(data_dir=data_root, runs_dir=runs, download=False)
     async with app.run_test(size=(120, 40)) as pilot:
-        await app.workers.wait_for_complete()  # the settings pane's device probe, as a person would wait
-        app.screen.query_one("#input-epochs").value = str(epochs)  # type: ignore[attr-defined]
-        await pilot.press("f5")
-        cpu_before, wall_before = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        next_press = time.perf_counter() + 2.0
+        await start_run(app, pilot, epochs)
+        while not list(runs.glob("*/events.jsonl")):
+            await asyncio.sleep(POLL)
+        log = EventLogTail(next(runs.glob("*/events.jsonl")))
+        for epoch in range(epochs):
+            attached = (epoch // phase) % 2 == 1
+            cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+            if attached:
+                await asyncio.to_thread(log.wait_for_epochs, epoch + 1)
+            else:
+                log.wait_for_epochs(epoch + 1)  # blocks the event loop: the dashboard does nothing at all
+            if log.failure is not None:
+                raise SystemExit(f"the run failed: {log.failure}")
+            result.attached.append(attached)
+            result.cpu[attached] += cpu_seconds() - cpu_before
+            result.wall[attached] += time.perf_counter() - wall_before
+        result.samples_per_second = [event["samples_per_second"] for event in log.epoch_ends]
         while app.training_screen.state not in ("completed", "failed", "stopped"):
-            if (key_latencies is not None and app.training_screen.state in ("running", "paused")
-                    and time.perf_counter() >= next_press):
-                started = time.perf_counter()
-                await pilot.press("p")
-                key_latencies.append(time.perf_counter() - started)
-                next_press = time.perf_counter() + (0.3 if app.training_screen.state == "running" else 2.0)
             await pilot.pause(0.1)
-        cpu_after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - wall_before
-        cpu_shares.append((cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime) / wall)
-        if app.training_screen.state != "completed":
-            raise SystemExit(f"the attached run ended {app.training_screen.state}")
-    return epoch_throughputs(next(runs.iterdir()))
+    return result
+
+
+def phase_ratios(result: Alternation, phase: int) -> list[float]:
+    """Each attached phase's mean throughput over that of the frozen phases before and after it; the
+    first pair of phases (the trainer and the dashboard warming up) is left out."""
+    phases = [result.samples_per_second[i:i + phase] for i in range(0, len(result.samples_per_second), phase)]
+    ratios = []
+    for index in range(3, len(phases) - 1, 2):
+        around = phases[index - 1] + phases[index + 1]
+        ratios.append((sum(phases[index]) / len(phases[index])) / (sum(around) / len(around)))
+    return ratios
+
+
+async def key_latencies(data_root: Path, runs: Path, epochs: int) -> list[tuple[float, float]]:
+    """Train from the dashboard, pausing and resuming it by turns with `p`: for each key press, the time
+    until its action runs and until the screen shows the result. Keys come from a thread at random
+    intervals, as a terminal's input thread sends them, so they land at any moment of the dashboard's
+    work, redraws included."""
+    app = MnistTuiApp(data_dir=data_root, runs_dir=runs, download=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await start_run(app, pilot, epochs)
+        screen = app.training_screen
+        toggle_pause, sent_at, handled_at, shown_at = screen.action_toggle_pause, [], [], []
+
+        def timed_toggle_pause() -> None:
+            handled_at.append(time.perf_counter())
+            toggle_pause()
+            screen.call_after_refresh(lambda: shown_at.append(time.perf_counter()))
+
+        def press_keys() -> None:
+            while not done.wait(random.uniform(0.2, 0.6)):
+                if screen.state in ("running", "paused"):
+                    sent_at.append(time.perf_counter())
+                    app.simulate_key("p")
+
+        screen.action_toggle_pause = timed_toggle_pause  # type: ignore[method-assign]
+        done = threading.Event()
+        presser = threading.Thread(target=press_keys)
+        presser.start()
+        try:
+            while screen.state not in ("completed", "failed", "stopped"):
+                await asyncio.sleep(0.1)
+        finally:
+            done.set()
+            presser.join()
+    return [(handled - sent, shown - sent) for sent, handled, shown in zip(sent_at, handled_at, shown_at, strict=False)]
 
 
 def first_frame_seconds(data_root: Path, runs: Path) -> float:
@@ -96,33 +188,30 @@ def import_torch_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating headless/attached pairs")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs of the alternating run")
+    parser.add_argument("--phase", type=int, default=3, help="epochs per attached or frozen phase")
     args = parser.parse_args()
     data_root = resolve_data_dir(args.data_dir).absolute()
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch)
-        alone: list[float] = []
-        with_ui: list[float] = []
-        pair_ratios = []
-        key_latencies: list[float] = []
-        cpu_shares: list[float] = []
-        for repeat in range(args.repeats):
-            alone_now = headless(data_root, base / f"headless-{repeat}", args.epochs)
-            with_ui_now = asyncio.run(attached(data_root, base / f"attached-{repeat}", args.epochs, cpu_shares))
-            pair_ratios.append(median(with_ui_now) / median(alone_now))
-            alone += alone_now
-            with_ui += with_ui_now
-        print(f"headless      : {median(alone):10,.0f} samples/s (epochs: {', '.join(f'{v:,.0f}' for v in alone)})")
-        print(f"dashboard     : {median(with_ui):10,.0f} samples/s (epochs: {', '.join(f'{v:,.0f}' for v in with_ui)})")
-        print(f"ratio         : {median(with_ui) / median(alone):10.2f} (attached / headless, medians of all epochs)")
-        print(f"pair ratios   : {', '.join(f'{r:.2f}' for r in pair_ratios)} (each pair run back to back; "
-              f"median {median(pair_ratios):.2f})")
-        asyncio.run(attached(data_root, base / "keys", args.epochs, [], key_latencies))
-        if key_latencies:
-            print(f"key handling  : {1000 * median(key_latencies):10.0f} ms median, "
-                  f"{1000 * max(key_latencies):.0f} ms worst, over {len(key_latencies)} presses while training")
-        print(f"dashboard CPU : {100 * median(cpu_shares):10.0f}% of one core while following a run")
+        result = asyncio.run(alternate(data_root, base / "alternating", args.epochs, args.phase))
+        skip = 2 * args.phase
+        attached = [v for v, a in zip(result.samples_per_second[skip:], result.attached[skip:], strict=True) if a]
+        alone = [v for v, a in zip(result.samples_per_second[skip:], result.attached[skip:], strict=True) if not a]
+        ratios = phase_ratios(result, args.phase)
+        print(f"alone         : {median(alone):10,.0f} samples/s (median of {len(alone)} epochs, dashboard frozen)")
+        print(f"attached      : {median(attached):10,.0f} samples/s (median of {len(attached)} epochs)")
+        print(f"ratio         : {median(ratios):10.2f} attached / alone (median of {len(ratios)} phases: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}); medians of all epochs: "
+              f"{median(attached) / median(alone):.2f}")
+        share = result.cpu[True] / result.wall[True] - result.cpu[False] / result.wall[False]
+        print(f"dashboard CPU : {100 * share:10.0f}% of one core while following the run")
+        latencies = asyncio.run(key_latencies(data_root, base / "keys", 20))
+        if latencies:
+            handled, shown = [h for h, _ in latencies], [s for _, s in latencies]
+            print(f"key handling  : {1000 * median(handled):10.1f} ms median to the action, "
+                  f"{1000 * median(shown):.1f} ms to the screen showing it; worst {1000 * max(handled):.1f} and "
+                  f"{1000 * max(shown):.1f} ms, over {len(latencies)} presses while training")
         if shutil.which("tmux"):
             frame = first_frame_seconds(data_root, base / "frame")
             torch_import = import_torch_seconds()
