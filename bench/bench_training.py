@@ -48,10 +48,12 @@ def tutorial_epoch(root: Path) -> tuple[float, float]:
         optimizer.step()
         train_loss += loss.item()
     model.eval()
-    correct = 0.0
+    val_loss = correct = 0.0
     with torch.no_grad():
         for x, y in test_loader:
-            correct += torch.sum(model(x).argmax(axis=-1) == y).item()
+            logits = model(x)
+            val_loss += loss_fn(logits, y).item()
+            correct += torch.sum(logits.argmax(axis=-1) == y).item()
     return time.perf_counter() - started, correct / len(test_set)
 
 
