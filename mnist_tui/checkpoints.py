@@ -78,8 +78,10 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
 
 def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                        config: TrainConfig, epoch: int, step: int, metrics: Mapping[str, Any],
-                       history: list[dict[str, Any]], progress: Mapping[str, float]) -> dict[str, Any]:
-    """The plain dict saved as a checkpoint; `epoch` counts whole epochs done, `step` batches into the next."""
+                       history: list[dict[str, Any]], progress: Mapping[str, float], elapsed: float
+                       ) -> dict[str, Any]:
+    """The plain dict saved as a checkpoint; `epoch` counts whole epochs done, `step` batches into the next,
+    `elapsed` the seconds the run has trained so far, over all its sessions."""
     import torchvision
 
     spec = MODEL_SPECS[config.model]
@@ -94,6 +96,7 @@ def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, sc
         "epoch": epoch,
         "step": step,
         "progress": dict(progress),
+        "elapsed": elapsed,
         "metrics": dict(metrics),
         "history": history,
         "preprocessing": {"scale": 1 / 255, "mean": spec.mean, "std": spec.std},

@@ -119,6 +119,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     scheduler = build_scheduler(config, optimizer, steps * config.epochs)
     history: list[dict[str, Any]] = []
     start_epoch, start_step, progress = 0, 0, {"loss_sum": 0.0, "correct": 0.0, "seconds": 0.0}
+    elapsed_before = 0.0
     if resume is not None:
         model.load_state_dict(resume.model_state)
         optimizer.load_state_dict(resume.raw["optimizer_state"])
@@ -127,17 +128,22 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
         history = list(resume.raw.get("history", []))
         start_epoch, start_step = resume.epoch, int(resume.raw.get("step", 0))
         progress = dict(resume.raw.get("progress") or progress)
+        elapsed_before = float(resume.raw.get("elapsed", 0.0))
 
     yield RunStarted(run_dir.name, str(run_dir), config.to_dict(), str(device), describe_device(device),
                      parameter_count(model), len(train_split), len(val_split), val_source, steps,
-                     start_epoch, started)
+                     start_epoch, started, elapsed_before)
+
+    def elapsed() -> float:
+        """Seconds trained over all of the run's sessions, this one included."""
+        return elapsed_before + time.time() - started
 
     def save(kind: str, epoch: int, step: int, progress_now: dict[str, float]) -> CheckpointSaved:
         path = run_dir / f"{kind}.pt"
         metrics = history[-1] if history else {}
         save_checkpoint(path, checkpoint_payload(
             model=model, optimizer=optimizer, scheduler=scheduler, config=config, epoch=epoch, step=step,
-            metrics=metrics, history=history, progress=progress_now))
+            metrics=metrics, history=history, progress=progress_now, elapsed=elapsed()))
         return CheckpointSaved(epoch, kind, str(path))
 
     best = max(history, key=lambda h: h["val_accuracy"]) if history else None
@@ -207,7 +213,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                     snapshot = {"loss_sum": total_loss, "correct": total_correct,
                                 "seconds": carried_seconds + time.perf_counter() - active_since}
                     yield save("last", epoch, step, snapshot)
-                    yield _finished("stopped", run_dir, history, best, started)
+                    yield _finished("stopped", run_dir, history, best, elapsed())
                     return
 
             train_seconds = carried_seconds + time.perf_counter() - active_since
@@ -232,7 +238,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
             if is_best:
                 yield save("best", epoch + 1, 0, {})
             if control.stopping and epoch + 1 < config.epochs:
-                yield _finished("stopped", run_dir, history, best, started)
+                yield _finished("stopped", run_dir, history, best, elapsed())
                 return
     except TrainingDiverged as error:
         kept = "the last good checkpoint is kept" if history else "no checkpoint was saved"
@@ -242,11 +248,11 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
         yield RunFailed(f"CUDA out of memory with batch_size {config.batch_size}; try a smaller batch",
                         str(run_dir), len(history))
         return
-    yield _finished("completed", run_dir, history, best, started)
+    yield _finished("completed", run_dir, history, best, elapsed())
 
 
 def _finished(status: str, run_dir: Path, history: list[dict[str, Any]], best: dict[str, Any] | None,
-              started: float) -> RunFinished:
+              duration: float) -> RunFinished:
     return RunFinished(
         status=status,
         run_dir=str(run_dir),
@@ -255,5 +261,5 @@ def _finished(status: str, run_dir: Path, history: list[dict[str, Any]], best: d
         best_val_accuracy=best["val_accuracy"] if best else None,
         final_val_accuracy=history[-1]["val_accuracy"] if history else None,
         epoch_seconds=[h["epoch_seconds"] for h in history],
-        duration=time.time() - started,
+        duration=duration,
     )

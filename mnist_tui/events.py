@@ -29,6 +29,8 @@ class RunStarted:
     steps_per_epoch: int
     start_epoch: int = 0
     time: float = 0.0
+    elapsed_before: float = 0.0
+    """Seconds the run already trained in earlier sessions, when it resumes."""
 
 
 @dataclass(frozen=True)

@@ -174,16 +174,19 @@ def summarize(run: RunDir) -> RunSummary:
     config = run.config()
     events = run.read_events()
     epochs = [e for e in events if isinstance(e, EpochEnded)]
-    started = next((e.time for e in events if isinstance(e, RunStarted)), None)
-    finished = next((e for e in reversed(events) if isinstance(e, RunFinished | RunFailed)), None)
+    # A resumed run's log holds one session after another; the last one says where it stands.
+    session_start = max((i for i, e in enumerate(events) if isinstance(e, RunStarted)), default=None)
+    started = events[session_start] if session_start is not None else None
+    finished = next((e for e in reversed(events[session_start or 0:]) if isinstance(e, RunFinished | RunFailed)),
+                    None)
     status = run.status()
     if isinstance(finished, RunFinished) and status not in ACTIVE_STATUSES:
         duration: float | None = finished.duration
-    elif started is None:
+    elif not isinstance(started, RunStarted):
         duration = None
     else:  # still training: until now; otherwise until its last event
         last = time.time() if status in ACTIVE_STATUSES else run.events_path.stat().st_mtime
-        duration = last - started
+        duration = started.elapsed_before + last - started.time
     best = max((e.val_accuracy for e in epochs), default=None)
     message = finished.message if isinstance(finished, RunFailed) else ""
     return RunSummary(run.run_id, run.path, status, config.model, config.dataset,

@@ -420,6 +420,11 @@ def test_resume_at_epoch_boundary(synthetic_root: Path, tmp_path: Path, make_con
     whole, stopped, resumed = uninterrupted_and_resumed(config, STEPS, synthetic_root, tmp_path)
     assert len(metrics(stopped)) == 1
     assert metrics(stopped) + metrics(resumed) == metrics(whole)
+    first_session, second_start, second_end = stopped[-1], resumed[0], resumed[-1]
+    assert isinstance(first_session, RunFinished) and isinstance(second_start, RunStarted)
+    assert isinstance(second_end, RunFinished)
+    assert 0 < second_start.elapsed_before <= first_session.duration
+    assert second_end.duration > second_start.elapsed_before, "a resumed run's duration counts every session"
 
 
 def test_resume_of_a_finished_run_does_nothing_more(synthetic_root: Path, tmp_path: Path,

@@ -202,6 +202,25 @@ def test_list_runs(runs_dir: Path) -> None:
     assert json.loads(json.dumps([s.to_json() for s in summaries]))[1]["run_id"] == crashed.run_id
 
 
+def test_a_resumed_runs_duration_is_its_training_time_over_all_sessions(runs_dir: Path) -> None:
+    def started(at: float, elapsed_before: float) -> RunStarted:
+        return RunStarted("x", "x", CONFIG.to_dict(), "cpu", "CPU", 1, 1, 1, "test", 1, 1, at, elapsed_before)
+
+    a_day_ago = time.time() - 86400
+    first_session = [started(a_day_ago, 0.0), epoch(1, 0.9),
+                     RunFinished("stopped", "x", 1, 1, 0.9, 0.9, [2.0], 3.0)]
+    finished = make_run(runs_dir, "20240101-000000-mlp-aaaa", [
+        *first_session, started(a_day_ago + 3600, 3.0), epoch(2, 0.95), epoch(3, 0.96),
+        RunFinished("completed", "x", 3, 3, 0.96, 0.96, [2.0] * 3, 7.5)], "completed")
+    assert summarize(finished).duration == 7.5
+
+    # The second session died after 5 s: 3 + 5, not the day since the first session began.
+    crashed = make_run(runs_dir, "20240102-000000-mlp-bbbb", [*first_session, started(time.time() - 5, 3.0)],
+                       "running")
+    assert summarize(crashed).status == "crashed"
+    assert summarize(crashed).duration == pytest.approx(8.0, abs=2.0)
+
+
 def test_summary_of_a_fresh_run(runs_dir: Path) -> None:
     summary = summarize(create_run(runs_dir, CONFIG))
     assert (summary.status, summary.epochs_done, summary.best_val_accuracy, summary.duration) == (
