@@ -1,4 +1,4 @@
-"""The dashboard's cost: training throughput with the dashboard attached vs alone, and time to first frame.
+"""The dashboard's cost: training throughput with it attached vs alone, key handling, time to first frame.
 
 Throughput: one run (the tutorial's MLP) is started from the dashboard (driven by Textual's Pilot, drawing
 at 120x40). Every `--phase` epochs the dashboard alternates between following the run and being frozen:
@@ -8,7 +8,7 @@ shared machine's drift, which is tens of percent from minute to minute and more 
 The ratio is the median over attached phases of each one's throughput against the frozen phases either
 side of it. Unfrozen, the dashboard first catches up on the events it missed and redraws, work that
 counts against the attached phase, so the ratio errs low, the more so the shorter the phases (one-epoch
-phases read 0.84-0.90 where four-epoch phases read 0.93-0.97).
+phases read 0.87-0.90 where four-epoch phases read 0.93-1.01).
 
 Keys: one more run, paused and resumed with `p` every few tenths of a second, times how long each key
 takes to be handled while training. First frame: `mnist-tui` starts in a real terminal (tmux) and the
@@ -33,16 +33,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
+from typing import BinaryIO
+
+from textual.pilot import Pilot
+from textual.widgets import Input
 
 from mnist_tui.data import resolve_data_dir
 from mnist_tui.tui.app import MnistTuiApp
 
 POLL = 0.005
 """Seconds between looks at the event log."""
-
-
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def cpu_seconds() -> float:
@@ -53,8 +54,8 @@ def cpu_seconds() -> float:
 class EventLogTail:
     """A run's event log, read incrementally so that looking costs microseconds."""
 
-    def __init__(self, path: Path) -> None:
-        self.file = path.open("rb")
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
         self.partial = b""
         self.epoch_ends: list[dict[str, float]] = []
         self.failure: str | None = None
@@ -84,10 +85,10 @@ class Alternation:
     wall: dict[bool, float] = field(default_factory=lambda: {True: 0.0, False: 0.0})
 
 
-async def start_run(app: MnistTuiApp, pilot: object, epochs: int) -> None:
+async def start_run(app: MnistTuiApp, pilot: Pilot[None], epochs: int) -> None:
     await app.workers.wait_for_complete()  # the settings pane's device probe, as a person would wait
-    app.screen.query_one("#input-epochs").value = str(epochs)  # type: ignore[attr-defined]
-    await pilot.press("f5")  # type: ignore[attr-defined]
+    app.screen.query_one("#input-epochs", Input).value = str(epochs)
+    await pilot.press("f5")
 
 
 async def alternate(data_root: Path, runs: Path, epochs: int, phase: int) -> Alternation:
@@ -102,23 +103,31 @@ async def alternate(data_root: Path, runs: Path, epochs: int, phase: int) -> Alt
         await start_run(app, pilot, epochs)
         while not list(runs.glob("*/events.jsonl")):
             await asyncio.sleep(POLL)
-        log = EventLogTail(next(runs.glob("*/events.jsonl")))
-        for epoch in range(epochs):
-            attached = (epoch // phase) % 2 == 1
-            cpu_before, wall_before = cpu_seconds(), time.perf_counter()
-            if attached:
-                await asyncio.to_thread(log.wait_for_epochs, epoch + 1)
-            else:
-                log.wait_for_epochs(epoch + 1)  # blocks the event loop: the dashboard does nothing at all
-            if log.failure is not None:
-                raise SystemExit(f"the run failed: {log.failure}")
-            result.attached.append(attached)
-            result.cpu[attached] += cpu_seconds() - cpu_before
-            result.wall[attached] += time.perf_counter() - wall_before
+        with next(runs.glob("*/events.jsonl")).open("rb") as file:
+            log = EventLogTail(file)
+            for epoch in range(epochs):
+                attached = (epoch // phase) % 2 == 1
+                cpu_before, wall_before = cpu_seconds(), time.perf_counter()
+                if attached:
+                    await asyncio.to_thread(log.wait_for_epochs, epoch + 1)
+                else:
+                    log.wait_for_epochs(epoch + 1)  # blocks the event loop: the dashboard does nothing at all
+                if log.failure is not None:
+                    raise SystemExit(f"the run failed: {log.failure}")
+                result.attached.append(attached)
+                result.cpu[attached] += cpu_seconds() - cpu_before
+                result.wall[attached] += time.perf_counter() - wall_before
         result.samples_per_second = [event["samples_per_second"] for event in log.epoch_ends]
-        while app.training_screen.state not in ("completed", "failed", "stopped"):
-            await pilot.pause(0.1)
+        await finish(app, pilot)
     return result
+
+
+async def finish(app: MnistTuiApp, pilot: Pilot[None]) -> None:
+    """Wait for the dashboard's run to end; one that did not complete makes its numbers meaningless."""
+    while app.training_screen.state not in ("completed", "failed", "stopped"):
+        await pilot.pause(0.1)
+    if app.training_screen.state != "completed":
+        raise SystemExit(f"the dashboard's run ended {app.training_screen.state}, not completed")
 
 
 def phase_ratios(result: Alternation, phase: int) -> list[float]:
@@ -133,24 +142,29 @@ def phase_ratios(result: Alternation, phase: int) -> list[float]:
 
 
 async def key_latencies(data_root: Path, runs: Path, epochs: int) -> list[tuple[float, float]]:
-    """Train from the dashboard, pausing and resuming it by turns with `p`: for each key press, the time
-    until its action runs and until the screen shows the result. Keys come from a thread at random
-    intervals, as a terminal's input thread sends them, so they land at any moment of the dashboard's
-    work, redraws included."""
+    """Train from the dashboard, pausing and resuming it by turns with `p`: for each key pressed while it
+    trains, the seconds until its action runs and until the dashboard has redrawn after it (drawn
+    headless: Pilot's app writes to no terminal). Keys come from a thread at random intervals, as a
+    terminal's input thread sends them, so they land at any moment of the dashboard's work, redraws
+    included."""
     app = MnistTuiApp(data_dir=data_root, runs_dir=runs, download=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await start_run(app, pilot, epochs)
         screen = app.training_screen
-        toggle_pause, sent_at, handled_at, shown_at = screen.action_toggle_pause, [], [], []
+        toggle_pause = screen.action_toggle_pause
+        sent_at: list[float] = []
+        handled_at: list[tuple[float, bool]] = []
+        """When each key's action ran, and whether the run was still training then."""
+        shown_at: list[float] = []
 
         def timed_toggle_pause() -> None:
-            handled_at.append(time.perf_counter())
+            handled_at.append((time.perf_counter(), screen.active))
             toggle_pause()
             screen.call_after_refresh(lambda: shown_at.append(time.perf_counter()))
 
         def press_keys() -> None:
             while not done.wait(random.uniform(0.2, 0.6)):
-                if screen.state in ("running", "paused"):
+                if screen.active:
                     sent_at.append(time.perf_counter())
                     app.simulate_key("p")
 
@@ -159,12 +173,15 @@ async def key_latencies(data_root: Path, runs: Path, epochs: int) -> list[tuple[
         presser = threading.Thread(target=press_keys)
         presser.start()
         try:
-            while screen.state not in ("completed", "failed", "stopped"):
-                await asyncio.sleep(0.1)
+            await finish(app, pilot)
         finally:
             done.set()
             presser.join()
-    return [(handled - sent, shown - sent) for sent, handled, shown in zip(sent_at, handled_at, shown_at, strict=False)]
+        await pilot.pause(0.2)  # the last key, if one was on its way
+    if not 0 <= len(sent_at) - len(handled_at) <= 1 or len(shown_at) != len(handled_at):
+        raise SystemExit("a key press went missing, so presses and actions cannot be paired")
+    return [(handled - sent, shown - sent)
+            for sent, (handled, training), shown in zip(sent_at, handled_at, shown_at, strict=False) if training]
 
 
 def first_frame_seconds(data_root: Path, runs: Path) -> float:
@@ -195,6 +212,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=80, help="epochs of the alternating run")
     parser.add_argument("--phase", type=int, default=4, help="epochs per attached or frozen phase")
     args = parser.parse_args()
+    if args.epochs < 5 * args.phase:
+        parser.error("--epochs must be at least 5 times --phase: each attached phase is compared with frozen "
+                     "ones on both sides, after a first pair left out for warming up")
     data_root = resolve_data_dir(args.data_dir).absolute()
     with tempfile.TemporaryDirectory() as scratch:
         base = Path(scratch)
@@ -214,7 +234,7 @@ def main() -> None:
         if latencies:
             handled, shown = [h for h, _ in latencies], [s for _, s in latencies]
             print(f"key handling  : {1000 * median(handled):10.1f} ms median to the action, "
-                  f"{1000 * median(shown):.1f} ms to the screen showing it; worst {1000 * max(handled):.1f} and "
+                  f"{1000 * median(shown):.1f} ms to the redraw after it; worst {1000 * max(handled):.1f} and "
                   f"{1000 * max(shown):.1f} ms, over {len(latencies)} presses while training")
         if shutil.which("tmux"):
             frame = first_frame_seconds(data_root, base / "frame")

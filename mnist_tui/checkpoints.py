@@ -81,7 +81,7 @@ def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, sc
                        history: list[dict[str, Any]], progress: Mapping[str, float], elapsed: float
                        ) -> dict[str, Any]:
     """The plain dict saved as a checkpoint; `epoch` counts whole epochs done, `step` batches into the next,
-    `elapsed` the seconds the run has trained so far, over all its sessions."""
+    `elapsed` the wall-clock seconds of the run's sessions so far, pauses included."""
     import torchvision
 
     spec = MODEL_SPECS[config.model]

@@ -128,7 +128,9 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
         history = list(resume.raw.get("history", []))
         start_epoch, start_step = resume.epoch, int(resume.raw.get("step", 0))
         progress = dict(resume.raw.get("progress") or progress)
-        elapsed_before = float(resume.raw.get("elapsed", 0.0))
+        # Checkpoints from before `elapsed` was saved: their epochs' seconds are the best estimate.
+        elapsed_before = float(resume.raw.get("elapsed", sum(h["epoch_seconds"] for h in history)
+                                              + progress.get("seconds", 0.0)))
 
     yield RunStarted(run_dir.name, str(run_dir), config.to_dict(), str(device), describe_device(device),
                      parameter_count(model), len(train_split), len(val_split), val_source, steps,

@@ -174,15 +174,16 @@ def summarize(run: RunDir) -> RunSummary:
     config = run.config()
     events = run.read_events()
     epochs = [e for e in events if isinstance(e, EpochEnded)]
-    # A resumed run's log holds one session after another; the last one says where it stands.
-    session_start = max((i for i, e in enumerate(events) if isinstance(e, RunStarted)), default=None)
-    started = events[session_start] if session_start is not None else None
-    finished = next((e for e in reversed(events[session_start or 0:]) if isinstance(e, RunFinished | RunFailed)),
-                    None)
+    # A resumed run's log holds one session after another; the last one that began training counts. (A
+    # resume that failed before it began, say for want of data, leaves the run's time as it was.)
+    started = next((e for e in reversed(events) if isinstance(e, RunStarted)), None)
+    session = events[events.index(started):] if started is not None else events
+    finished = next((e for e in reversed(session) if isinstance(e, RunFinished | RunFailed)), None)
+    trained = next((e for e in reversed(session) if isinstance(e, RunFinished)), None)
     status = run.status()
-    if isinstance(finished, RunFinished) and status not in ACTIVE_STATUSES:
-        duration: float | None = finished.duration
-    elif not isinstance(started, RunStarted):
+    if trained is not None and status not in ACTIVE_STATUSES:
+        duration: float | None = trained.duration
+    elif started is None:
         duration = None
     else:  # still training: until now; otherwise until its last event
         last = time.time() if status in ACTIVE_STATUSES else run.events_path.stat().st_mtime

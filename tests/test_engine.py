@@ -427,6 +427,18 @@ def test_resume_at_epoch_boundary(synthetic_root: Path, tmp_path: Path, make_con
     assert second_end.duration > second_start.elapsed_before, "a resumed run's duration counts every session"
 
 
+def test_resuming_a_checkpoint_saved_before_elapsed_was_kept_counts_its_epochs_time(
+        synthetic_root: Path, tmp_path: Path, make_config: MakeConfig, report_every_step: None) -> None:
+    config = make_config(epochs=3)
+    run(config, tmp_path / "run", synthetic_root, control=StopAfter(STEPS + 3))
+    older = load_checkpoint(tmp_path / "run" / "last.pt")
+    del older.raw["elapsed"]
+    started = run(config, tmp_path / "run", synthetic_root, resume=older)[0]
+    assert isinstance(started, RunStarted)
+    epoch_seconds = sum(h["epoch_seconds"] for h in older.raw["history"]) + older.raw["progress"]["seconds"]
+    assert started.elapsed_before == pytest.approx(epoch_seconds) and epoch_seconds > 0
+
+
 def test_resume_of_a_finished_run_does_nothing_more(synthetic_root: Path, tmp_path: Path,
                                                     make_config: MakeConfig) -> None:
     first = run(make_config(), tmp_path / "run", synthetic_root)

@@ -220,6 +220,12 @@ def test_a_resumed_runs_duration_is_its_training_time_over_all_sessions(runs_dir
     assert summarize(crashed).status == "crashed"
     assert summarize(crashed).duration == pytest.approx(8.0, abs=2.0)
 
+    # A resume that failed before it began (its data gone) leaves the run's time as it was.
+    failed = make_run(runs_dir, "20240103-000000-mlp-cccc",
+                      [*first_session, RunFailed("dataset not found", "x", 1)], "failed")
+    assert (summarize(failed).status, summarize(failed).duration) == ("failed", 3.0)
+    assert summarize(failed).message == "dataset not found"
+
 
 def test_summary_of_a_fresh_run(runs_dir: Path) -> None:
     summary = summarize(create_run(runs_dir, CONFIG))

@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Stat
 
 from mnist_tui.events import RunFailed, RunPaused
 from mnist_tui.runs import RunDir
+from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
@@ -109,14 +110,30 @@ async def test_dataset_status_says_what_to_do_when_missing(tmp_path: Path, synth
         assert "present" in str(app.screen.query_one("#dataset-status", Static).render())
 
 
-async def test_training_panel_with_no_run_shows_still_empty_bars(tmp_path: Path) -> None:
+async def test_training_bars_move_only_while_a_trainer_starts(tmp_path: Path) -> None:
     """An indeterminate bar animates many times a second; with nothing training it would only cost CPU."""
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f3")
         await pilot.pause()
-        for bar in app.training_screen.query(ProgressBar):
-            assert (bar.total, bar.progress) == (1, 0)
+        screen = app.training_screen
+        bars = list(screen.query(ProgressBar))
+
+        def totals() -> list[tuple[float | None, float]]:
+            return [(bar.total, bar.progress) for bar in bars]
+
+        assert totals() == [(1, 0), (1, 0)]
+        for _ in range(2):  # a first run, then a second one: nothing of the first may linger
+            screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
+            await pilot.pause()
+            assert [total for total, _ in totals()] == [None, None], "starting: the moving bar"
+            screen.pending.extend(run_events())
+            await pilot.pause(0.2)
+            assert totals() == [(20, 20), (10, 10)]
+        screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
+        screen.pending.append(RunFailed("dataset not found", str(tmp_path / "runs" / "demo")))
+        await pilot.pause(0.2)
+        assert totals() == [(1, 0), (1, 0)]
 
 
 async def test_training_panel_follows_events(tmp_path: Path) -> None:
@@ -207,6 +224,7 @@ class RecordingSession:
     """Stands in for a TrainingSession: records the commands the panel sends to the run."""
 
     def __init__(self) -> None:
+        self.run = RunDir(Path("runs/demo"))
         self.commands: list[str] = []
 
     def pause(self) -> None:
@@ -237,6 +255,28 @@ async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Pa
         assert session.commands == ["stop"]
         await pilot.press("p")
         assert session.commands == ["stop", "pause"]
+
+        await pilot.press("s")  # asks, but the run ends and a new one starts: the new one asks afresh
+        screen.follow(session)  # type: ignore[arg-type]
+        screen.state = "running"
+        await pilot.press("s")
+        assert session.commands == ["stop", "pause"]
+
+
+async def test_the_command_palette_stop_shows_the_training_panel_and_asks(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen, session = app.training_screen, RecordingSession()
+        screen.session, screen.state = session, "running"  # type: ignore[assignment]
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Stop the run")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is screen
+        assert session.commands == [] and any("again to stop the run" in n.message for n in app._notifications)
+        await pilot.press("s")
+        assert session.commands == ["stop"]
 
 
 async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:

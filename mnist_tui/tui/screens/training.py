@@ -101,7 +101,9 @@ class TrainingScreen(Screen[None]):
         self.session = session
         self.pending.clear()
         self.state, self.epoch, self.step, self.best, self.best_path = "starting", 0, 0, None, None
+        self.epochs = self.steps = 0
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds = 0.0, 0.0, 0.0
+        self.stop_confirm_until = 0.0
         self.description = f"Starting run {session.run.run_id}…"
         if self.is_mounted:
             self.query_one(LossChart).clear()
@@ -249,6 +251,7 @@ class TrainingScreen(Screen[None]):
                         timeout=STOP_CONFIRM_SECONDS)
             return
         self.stop_confirm_until = 0.0
+        self.app.clear_notifications()  # the question, answered
         try:
             self.session.stop()
         except OSError as error:
