@@ -137,7 +137,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
                      start_epoch, started, elapsed_before)
 
     def elapsed() -> float:
-        """Seconds trained over all of the run's sessions, this one included."""
+        """Wall-clock seconds of all of the run's sessions, this one included."""
         return elapsed_before + time.time() - started
 
     def save(kind: str, epoch: int, step: int, progress_now: dict[str, float]) -> CheckpointSaved:

@@ -30,7 +30,7 @@ class RunStarted:
     start_epoch: int = 0
     time: float = 0.0
     elapsed_before: float = 0.0
-    """Seconds the run already trained in earlier sessions, when it resumes."""
+    """Wall-clock seconds of the run's earlier sessions, when it resumes."""
 
 
 @dataclass(frozen=True)
