@@ -27,6 +27,7 @@ REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
 """How often the training panel drains events and redraws its bars; less often over SSH."""
 CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
+RUN_IN_PROGRESS = "A run is already in progress: stop it first (F3, then s twice)."
 
 
 class MnistTuiApp(App[None]):
@@ -116,7 +117,7 @@ class MnistTuiApp(App[None]):
     def start_run(self, config: TrainConfig) -> None:
         """Start a trainer process for `config` and follow it on the training panel."""
         if self.run_active:
-            self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
+            self.notify(RUN_IN_PROGRESS, severity="warning")
             return
         try:
             session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
@@ -137,7 +138,7 @@ class MnistTuiApp(App[None]):
     def resume_run(self, run: RunDir) -> None:
         """Continue a stopped, failed or crashed run from its last.pt and follow it."""
         if self.run_active:
-            self.notify("A run is already in progress: stop it first (F3, then s).", severity="warning")
+            self.notify(RUN_IN_PROGRESS, severity="warning")
             return
         try:
             session = TrainingSession.continue_run(run, self.data_dir, self.download)
