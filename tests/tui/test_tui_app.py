@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import small_config
 from fake_events import run_events
+from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunPaused
@@ -17,6 +18,7 @@ from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
+from mnist_tui.tui.widgets.charts import LossChart, legend_label
 from mnist_tui.tui.widgets.digit import DigitImage
 
 SIZE = (80, 24)
@@ -349,6 +351,36 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained, tmp_path: Pat
         await pilot.pause()
         await pilot.click("#delete")
         await wait_for(pilot, lambda: not run.path.exists())
+
+
+async def test_chart_legend_sits_above_the_data() -> None:
+    """plotext draws its legend over the plot's top-left rows, where a loss curve starts: the y axis makes
+    room for it, and its ticks stay within the data (an accuracy axis never reads above 100)."""
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LossChart()
+
+    app = ChartApp()
+    async with app.run_test(size=(60, 16)) as pilot:
+        chart = app.query_one(LossChart)
+        for step in range(200):
+            chart.train.add(step / 100, 2.3 * 0.97**step)
+        chart.val_epochs, chart.val_loss = [1.0, 2.0], [0.3, 0.2]
+        chart.replot()
+        await pilot.pause()
+        lines = chart.render().plain.splitlines()  # type: ignore[union-attr]
+        legend = [i for i, line in enumerate(lines) if "train" in line or " val" in line]
+        ticks = [i for i, line in enumerate(lines) if "┤" in line]
+        assert len(legend) == 2 and min(ticks) > max(legend)
+        top_tick = float(lines[min(ticks)].split("┤")[0])
+        assert top_tick == pytest.approx(max(chart.train.ys), abs=0.05)
+
+
+def test_runs_chart_legend_names_a_run_without_its_date() -> None:
+    assert legend_label("20261127-091251-cnn-6276") == "091251-cnn-6276"
+    assert legend_label("my-experiment") == "my-experiment"
+    assert legend_label("a-run-named-by-hand-with-a-long-name") == "with-a-long-name"
 
 
 async def test_attach_opens_the_dashboard_on_a_finished_run(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from textual.app import RenderResult
@@ -22,6 +23,10 @@ def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float
         out_x.append(sum(xs[start:stop]) / (stop - start))
         out_y.append(sum(ys[start:stop]) / (stop - start))
     return out_x, out_y
+
+
+PLOT_FRAME_ROWS = 5
+"""Rows of a chart that are not plot area: title, top and bottom frame, x ticks, x label."""
 
 
 class SmoothedSeries:
@@ -70,6 +75,23 @@ class Chart(PlotextPlot):
         """Set the plot's data on `self.plt` (after it was cleared)."""
         raise NotImplementedError
 
+    def leave_room_for_legend(self, values: list[float], labels: int) -> None:
+        """Raise the top of the y axis so that the legend, which plotext draws over the plot's top-left
+        rows, hides no data: a loss starts high at the left, and a short run sits at the left edge."""
+        rows = self.size.height - PLOT_FRAME_ROWS
+        spare = labels + 1
+        if not values or rows <= spare + 1:
+            return
+        low, high = min(values), max(values)
+        if high <= low:
+            return
+        self.plt.ylim(low, high + (high - low) * spare / (rows - spare))
+        # Ticks only where data can be, so an accuracy axis never reads above 100.
+        count = max(2, min(6, rows // 3))
+        ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
+        decimals = max(0, 2 - math.floor(math.log10(high - low)))
+        self.plt.yticks(ticks, [f"{tick:.{decimals}f}" for tick in ticks])
+
     def replot(self) -> None:
         self.plt.clear_data()
         self.draw()
@@ -103,11 +125,12 @@ class LossChart(Chart):
         plt = self.plt
         plt.title("loss")
         plt.xlabel("epoch")
-        if self.train.xs:
-            xs, ys = downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10))
+        xs, ys = downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10))
+        if xs:
             plt.plot(xs, ys, label="train", marker="braille")
         if self.val_loss:
             plt.plot(self.val_epochs, self.val_loss, label="val", marker="dot")
+        self.leave_room_for_legend(ys + self.val_loss, (1 if xs else 0) + (1 if self.val_loss else 0))
 
 
 class AccuracyChart(Chart):
@@ -155,8 +178,14 @@ class RunsChart(Chart):
         plt = self.plt
         plt.title("validation accuracy %")
         plt.xlabel("epoch")
-        for run_id in self.shown:
-            curve = self.curves.get(run_id, [])
-            if curve:
-                plt.plot(list(range(1, len(curve) + 1)), [100 * a for a in curve], label=run_id[-16:],
-                         marker="braille")
+        curves = [(run_id, [100 * a for a in self.curves[run_id]]) for run_id in self.shown if self.curves.get(run_id)]
+        for run_id, curve in curves:
+            plt.plot(list(range(1, len(curve) + 1)), curve, label=legend_label(run_id), marker="braille")
+        self.leave_room_for_legend([a for _, curve in curves for a in curve], len(curves))
+
+
+def legend_label(run_id: str) -> str:
+    """A run's name in a legend: a generated id without its date (`091251-cnn-6276`), else its last 16
+    characters."""
+    date, _, rest = run_id.partition("-")
+    return (rest if len(date) == 8 and date.isdigit() and rest else run_id)[-16:]
