@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import small_config
@@ -20,7 +21,7 @@ from mnist_tui.runs import RunDir, list_runs
 TRAIN = [sys.executable, "-m", "mnist_tui", "train", "--no-download"]
 
 
-def wait_until(condition, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+def wait_until(condition: Callable[[], bool], seconds: float = 60.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():

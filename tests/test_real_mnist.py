@@ -100,7 +100,8 @@ def test_tutorial_model_evaluates_as_the_tutorial_does(mnist_root: Path, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_tutorial_settings_reach_its_accuracy_headless(mnist_root: Path, tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+def test_the_tutorial_settings_reach_its_accuracy_headless(mnist_root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
                                                            restore_signals: None) -> None:
     """`mnist-tui train --epochs 20` with every other setting at its default: at least 97.5% on the test set."""
     code = main(["train", "--epochs", "20", "--json", "--data-dir", str(mnist_root), "--runs-dir", str(tmp_path)])
@@ -111,7 +112,8 @@ def test_the_tutorial_settings_reach_its_accuracy_headless(mnist_root: Path, tmp
 
 
 @pytest.mark.slow
-def test_the_cnn_passes_99_3_percent_within_three_epochs(mnist_root: Path, tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+def test_the_cnn_passes_99_3_percent_within_three_epochs(mnist_root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
                                                          restore_signals: None) -> None:
     code = main(["train", "--model", "cnn", "--json", "--data-dir", str(mnist_root), "--runs-dir", str(tmp_path)])
     assert code == 0

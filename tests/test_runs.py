@@ -207,7 +207,7 @@ def test_a_resumed_runs_duration_is_its_training_time_over_all_sessions(runs_dir
         return RunStarted("x", "x", CONFIG.to_dict(), "cpu", "CPU", 1, 1, 1, "test", 1, 1, at, elapsed_before)
 
     a_day_ago = time.time() - 86400
-    first_session = [started(a_day_ago, 0.0), epoch(1, 0.9),
+    first_session: list[Event] = [started(a_day_ago, 0.0), epoch(1, 0.9),
                      RunFinished("stopped", "x", 1, 1, 0.9, 0.9, [2.0], 3.0)]
     finished = make_run(runs_dir, "20240101-000000-mlp-aaaa", [
         *first_session, started(a_day_ago + 3600, 3.0), epoch(2, 0.95), epoch(3, 0.96),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import small_config
@@ -14,7 +15,8 @@ from mnist_tui.runs import create_run
 from mnist_tui.session import TrainingSession, spawn_trainer
 
 
-async def collect(session: TrainingSession, on_event=None) -> list[Event]:  # type: ignore[no-untyped-def]
+async def collect(session: TrainingSession,
+                  on_event: Callable[[Event, TrainingSession], None] | None = None) -> list[Event]:
     events = []
     async for event in session.events():
         events.append(event)

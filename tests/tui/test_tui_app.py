@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import small_config
+from conftest import Trained, small_config
 from fake_events import run_events
 from textual.app import App, ComposeResult
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunPaused
@@ -181,7 +183,7 @@ async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
         assert app.is_running
 
 
-async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(trained: Trained, tmp_path: Path) -> None:
     runs = trained.run_dir.parent
     app = MnistTuiApp(data_dir=trained.data_root, runs_dir=runs, download=False)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -294,7 +296,7 @@ async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
         assert app.is_running
 
 
-async def wait_for(pilot, condition, seconds: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(pilot: Pilot[None], condition: Callable[[], bool], seconds: float = 30.0) -> None:
     for _ in range(int(seconds / 0.1)):
         if condition():
             return
@@ -313,7 +315,7 @@ async def test_every_screen_survives_resizing(tmp_path: Path) -> None:
             assert app.is_running
 
 
-async def test_runs_browser_opens_clones_and_deletes_runs(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_path: Path) -> None:
     import shutil
 
     runs = tmp_path / "runs"

@@ -6,6 +6,7 @@ the report before committing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from mnist_tui.evaluation import ClassScore, EvaluationResult, Mistake
 from mnist_tui.tui.app import MnistTuiApp
 
 SIZES = [(80, 24), (120, 40)]
+SnapCompare = Callable[..., bool]
+"""pytest-textual-snapshot's `snap_compare` fixture."""
 # Relative paths keep machine-specific folders out of the pictures; neither exists.
 DATA_DIR = Path("snapshot-data")
 RUNS_DIR = Path("snapshot-runs")
@@ -49,7 +52,7 @@ def fake_result() -> EvaluationResult:
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_settings_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+def test_settings_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     async def settle(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
@@ -58,7 +61,7 @@ def test_settings_screen(snap_compare, size: tuple[int, int]) -> None:  # type: 
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_settings_screen_with_an_invalid_value(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+def test_settings_screen_with_an_invalid_value(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     async def invalid(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
         pilot.app.screen.query_one("#input-lr").value = "-1"  # type: ignore[attr-defined]
@@ -68,7 +71,7 @@ def test_settings_screen_with_an_invalid_value(snap_compare, size: tuple[int, in
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_training_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+def test_training_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     async def feed(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, MnistTuiApp)
@@ -81,7 +84,7 @@ def test_training_screen(snap_compare, size: tuple[int, int]) -> None:  # type: 
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_evaluation_screen(snap_compare, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+def test_evaluation_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     async def show(pilot: Pilot[None]) -> None:
         app = pilot.app
         assert isinstance(app, MnistTuiApp)
