@@ -378,6 +378,12 @@ async def test_chart_legend_sits_above_the_data() -> None:
         top_tick = float(lines[min(ticks)].split("┤")[0])
         assert top_tick == pytest.approx(max(chart.train.ys), abs=0.05)
 
+        # A validation loss can overflow while training goes on; plotext would fail on it, so it is left out.
+        chart.val_epochs, chart.val_loss = [1.0, 2.0], [0.3, float("inf")]
+        chart.replot()
+        await pilot.pause()
+        assert "val" in chart.render().plain  # type: ignore[union-attr]
+
 
 def test_runs_chart_legend_names_a_run_without_its_date() -> None:
     assert legend_label("20261127-091251-cnn-6276") == "091251-cnn-6276"

@@ -29,6 +29,12 @@ PLOT_FRAME_ROWS = 5
 """Rows of a chart that are not plot area: title, top and bottom frame, x ticks, x label."""
 
 
+def finite_points(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The points with a finite y: plotext fails on an infinite one, and a validation loss can overflow."""
+    kept = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
+    return [x for x, _ in kept], [y for _, y in kept]
+
+
 class SmoothedSeries:
     """A per-step series with exponential smoothing, bounded by halving its resolution when full."""
 
@@ -80,6 +86,7 @@ class Chart(PlotextPlot):
         rows, hides no data: a loss starts high at the left, and a short run sits at the left edge."""
         rows = self.size.height - PLOT_FRAME_ROWS
         spare = labels + 1
+        values = [value for value in values if math.isfinite(value)]
         if not values or rows <= spare + 1:
             return
         low, high = min(values), max(values)
@@ -125,12 +132,13 @@ class LossChart(Chart):
         plt = self.plt
         plt.title("loss")
         plt.xlabel("epoch")
-        xs, ys = downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10))
+        xs, ys = finite_points(*downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10)))
         if xs:
             plt.plot(xs, ys, label="train", marker="braille")
-        if self.val_loss:
-            plt.plot(self.val_epochs, self.val_loss, label="val", marker="dot")
-        self.leave_room_for_legend(ys + self.val_loss, (1 if xs else 0) + (1 if self.val_loss else 0))
+        val_epochs, val_loss = finite_points(self.val_epochs, self.val_loss)
+        if val_loss:
+            plt.plot(val_epochs, val_loss, label="val", marker="dot")
+        self.leave_room_for_legend(ys + val_loss, (1 if xs else 0) + (1 if val_loss else 0))
 
 
 class AccuracyChart(Chart):
