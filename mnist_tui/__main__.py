@@ -50,17 +50,21 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _add_locations(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
-    parser.add_argument("--runs-dir", help="where runs are kept (default: $MNIST_TUI_RUNS, else ./runs)")
-    parser.add_argument("--no-download", action="store_true",
+def _add_locations(parser: argparse.ArgumentParser, command: bool = True) -> None:
+    """The options every command takes, before or after its name. A command's own parser must not set
+    defaults, or argparse would overwrite the values given before the command with them."""
+    parser.add_argument("--data-dir", default=argparse.SUPPRESS if command else None,
+                        help="dataset root (default: $MNIST_TUI_DATA, else ./datasets)")
+    parser.add_argument("--runs-dir", default=argparse.SUPPRESS if command else None,
+                        help="where runs are kept (default: $MNIST_TUI_RUNS, else ./runs)")
+    parser.add_argument("--no-download", action="store_true", default=argparse.SUPPRESS if command else False,
                         help="never download a missing dataset (also: MNIST_TUI_NO_DOWNLOAD=1)")
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="mnist-tui", description="Train and inspect an MNIST classifier from a terminal. "
                     "With no command, opens the dashboard.")
-    _add_locations(parser)
+    _add_locations(parser, command=False)
     commands = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train headless with progress bars (or JSON lines)")

@@ -160,7 +160,9 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
         console.print("no runs yet: start one with `mnist-tui train` or from the dashboard")
         return
     table = Table(show_edge=False)
-    for column in ("run", "status", "model", "dataset", "epochs", "best acc", "duration"):
+    # Ids are what `attach` and `--resume` take: never cut them, however narrow the terminal or pipe.
+    table.add_column("run", no_wrap=True, min_width=max(len(s.run_id) for s in summaries))
+    for column in ("status", "model", "dataset", "epochs", "best acc", "duration"):
         table.add_column(column)
     for s in summaries:
         table.add_row(s.run_id, styled_status(s.status), s.model, s.dataset,

@@ -153,6 +153,21 @@ def test_data_dir_from_environment(cli: Cli, synthetic_root: Path, runs_dir: Pat
     assert Path(result.json_lines()[-1]["run_dir"]).parent == runs_dir
 
 
+def test_locations_before_the_command_count_too(cli: Cli, synthetic_root: Path, runs_dir: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`mnist-tui --data-dir D train` as `--help` shows it; the environment's folders must not win."""
+    monkeypatch.setenv("MNIST_TUI_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("MNIST_TUI_RUNS", str(tmp_path / "other-runs"))
+    monkeypatch.setenv("COLUMNS", "60")
+    result = cli("--data-dir", synthetic_root, "--runs-dir", runs_dir, "--no-download", "train", *FAST,
+                 "--epochs", "1", "--json")
+    assert result.code == 0, result.err
+    run_dir = Path(result.json_lines()[-1]["run_dir"])
+    assert run_dir.parent == runs_dir
+    assert run_dir.name in cli("--runs-dir", runs_dir, "runs").out, "the whole id, even at 60 columns"
+    assert "no runs yet" in cli("--runs-dir", runs_dir, "runs", "--runs-dir", tmp_path / "empty").out
+
+
 def test_eval_json(cli: Cli, trained: Trained) -> None:
     result = cli("eval", trained.best, "--data-dir", trained.data_root, "--device", "cpu", "--json")
     assert result.code == 0, result.err
