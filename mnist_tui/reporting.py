@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -159,7 +160,7 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
     if not summaries:
         console.print("no runs yet: start one with `mnist-tui train` or from the dashboard")
         return
-    table = Table(show_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     # Ids are what `attach` and `--resume` take: never cut them, however narrow the terminal or pipe.
     table.add_column("run", no_wrap=True, min_width=max(len(s.run_id) for s in summaries))
     for column in ("status", "model", "dataset", "epochs", "best acc", "duration"):
