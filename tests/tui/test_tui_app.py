@@ -18,6 +18,7 @@ from mnist_tui.runs import RunDir
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
+from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
 from mnist_tui.tui.widgets.charts import LossChart, legend_label
@@ -349,6 +350,11 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         assert isinstance(app.screen, TrainingScreen)
 
         await pilot.press("f6")
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("enter")  # the dialog opens on Cancel
+        await pilot.pause()
+        assert run.path.exists() and isinstance(app.screen, RunsScreen)
         await pilot.press("d")
         await pilot.pause()
         await pilot.click("#delete")

@@ -31,6 +31,10 @@ class ChoiceDialog(ModalScreen[str | None]):
                     yield Button(label, id=choice_id, variant=variant)  # type: ignore[arg-type]
                 yield Button("Cancel", id="cancel")
 
+    def on_mount(self) -> None:
+        # Enter on a dialog that just appeared must not delete or stop anything.
+        self.query_one("#cancel", Button).focus()
+
     @on(Button.Pressed)
     def choose(self, event: Button.Pressed) -> None:
         self.dismiss(None if event.button.id == "cancel" else event.button.id)
@@ -59,8 +63,8 @@ class OpenCheckpointDialog(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog browse"):
-            yield Label("Pick a checkpoint (.pt, .pth): arrows to move, Enter to open, Escape to cancel",
-                        classes="question")
+            yield Label(f"Pick a checkpoint (.pt, .pth) under {self.start}: arrows to move, Enter to open, "
+                        "Escape to cancel. Elsewhere: type its path with /", classes="question")
             yield CheckpointTree(self.start)
 
     @on(DirectoryTree.FileSelected)

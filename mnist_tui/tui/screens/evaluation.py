@@ -186,7 +186,10 @@ class EvaluationScreen(Screen[None]):
                 self.query_one("#checkpoint-path", Input).value = str(path)
                 self.evaluate(path)
 
-        start = self.runs_dir if self.runs_dir.is_dir() else Path.cwd()
+        # The folder mnist-tui was started in holds the runs, and the tutorial's models/ folder, as a rule.
+        cwd = Path.cwd()
+        outside = self.runs_dir.is_dir() and not self.runs_dir.resolve().is_relative_to(cwd.resolve())
+        start = self.runs_dir if outside else cwd
         self.app.push_screen(OpenCheckpointDialog(start), picked)
 
     # Evaluation -------------------------------------------------------------------------------------
