@@ -146,7 +146,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
         save_checkpoint(path, checkpoint_payload(
             model=model, optimizer=optimizer, scheduler=scheduler, config=config, epoch=epoch, step=step,
             metrics=metrics, history=history, progress=progress_now, elapsed=elapsed()))
-        return CheckpointSaved(epoch, kind, str(path))
+        return CheckpointSaved(epoch, kind, str(path), step)
 
     best = max(history, key=lambda h: h["val_accuracy"]) if history else None
     sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64

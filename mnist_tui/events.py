@@ -71,8 +71,11 @@ class CheckpointSaved:
 
     name: ClassVar[str] = "checkpoint_saved"
     epoch: int
+    """Epochs completed."""
     kind: str
     path: str
+    step: int = 0
+    """Steps into the next epoch, for a save on stop; 0 at an epoch's end."""
 
 
 @dataclass(frozen=True)

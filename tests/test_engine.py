@@ -153,7 +153,7 @@ def test_stop_mid_epoch(synthetic_root: Path, tmp_path: Path, make_config: MakeC
     assert not epochs_of(events)
     assert [p.step for p in events if isinstance(p, BatchProgress)] == [1, 2, 3, 4, 5]
     saved = events[-2]
-    assert isinstance(saved, CheckpointSaved) and (saved.kind, saved.epoch) == ("last", 0)
+    assert isinstance(saved, CheckpointSaved) and (saved.kind, saved.epoch, saved.step) == ("last", 0, 5)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     assert (last.epoch, last.raw["step"]) == (0, 5)
     assert last.build_model() is not None

@@ -132,6 +132,8 @@ async def test_training_bars_move_only_while_a_trainer_starts(tmp_path: Path) ->
             screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
             await pilot.pause()
             assert [total for total, _ in totals()] == [None, None], "starting: the moving bar"
+            assert str(screen.query_one("#run-eta", Static).render()) == ""
+            assert "lr - " in str(screen.query_one("#run-stats", Static).render())
             screen.pending.extend(run_events())
             await pilot.pause(0.2)
             assert totals() == [(20, 20), (10, 10)]
@@ -260,6 +262,12 @@ async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Pa
         assert session.commands == ["stop"]
         await pilot.press("p")
         assert session.commands == ["stop", "pause"]
+        # The toast saying a request is on its way goes once the trainer has done it.
+        assert any("Pausing" in n.message for n in app._notifications)
+        screen.pending.append(RunPaused(1, 5))
+        await pilot.pause(0.2)
+        assert not any("Pausing" in n.message for n in app._notifications)
+        screen.state = "running"
 
         await pilot.press("s")  # asks, but the run ends and a new one starts: the new one asks afresh
         screen.follow(session)  # type: ignore[arg-type]

@@ -60,12 +60,14 @@ class TrainingScreen(Screen[None]):
         self.epoch = 0
         self.step = 0
         self.samples_per_second = 0.0
-        self.lr = 0.0
+        self.lr: float | None = None
         self.epoch_elapsed = 0.0
         self.finished_seconds = 0.0
         self.best: EpochEnded | None = None
         self.best_path: Path | None = None
         self.stop_confirm_until = 0.0
+        self.awaiting: str | None = None
+        """"pause" or "stop" while the trainer has been asked to and has not yet: its toast goes when it has."""
         self.description = "No run yet: set one up on Settings (F2) and press F5."
 
     @property
@@ -102,8 +104,8 @@ class TrainingScreen(Screen[None]):
         self.pending.clear()
         self.state, self.epoch, self.step, self.best, self.best_path = "starting", 0, 0, None, None
         self.epochs = self.steps = 0
-        self.samples_per_second, self.epoch_elapsed, self.finished_seconds = 0.0, 0.0, 0.0
-        self.stop_confirm_until = 0.0
+        self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
+        self.stop_confirm_until, self.awaiting = 0.0, None
         self.description = f"Starting run {session.run.run_id}…"
         if self.is_mounted:
             self.query_one(LossChart).clear()
@@ -172,23 +174,33 @@ class TrainingScreen(Screen[None]):
         elif isinstance(event, CheckpointSaved):
             if event.kind == "best":
                 self.best_path = Path(event.path)
-            log.write(f"[dim]saved {event.kind}.pt (epoch {event.epoch})[/]")
+            at = f"epoch {event.epoch + 1}, step {event.step}" if event.step else f"epoch {event.epoch}"
+            log.write(f"[dim]saved {event.kind}.pt ({at})[/]")
         elif isinstance(event, RunPaused):
             self.state = "paused"
+            self._answered("pause")
             log.write(f"[yellow]paused at epoch {event.epoch}, step {event.step}[/]")
         elif isinstance(event, RunResumed):
             self.state = "running"
             log.write("[green]resumed[/]")
         elif isinstance(event, RunFinished):
             self.state = event.status
+            self._answered("stop")
             best = f"{event.best_val_accuracy:.2%} at epoch {event.best_epoch}" if event.best_val_accuracy else "-"
             log.write(f"[b]{event.status}[/b] after {event.epochs_done} epoch(s) in "
-                      f"{format_duration(event.duration)}; best val accuracy {best}. "
+                      f"{format_duration(event.duration)} (wall clock); best val accuracy {best}. "
                       "Press [b]e[/b] to evaluate the best checkpoint.")
         elif isinstance(event, RunFailed):
             self.state = "failed"
+            self._answered("stop")
             log.write(f"[red][b]failed:[/b] {event.message}[/]")
             self.notify(event.message, title="Run failed", severity="error", timeout=10)
+
+    def _answered(self, request: str) -> None:
+        """The trainer did what it was asked: the "Pausing…" or "Stopping…" toast has said its piece."""
+        if self.awaiting == request:
+            self.app.clear_notifications()
+            self.awaiting = None
 
     def redraw(self) -> None:
         self.query_one("#run-title", Static).update(self.description)
@@ -205,19 +217,23 @@ class TrainingScreen(Screen[None]):
             # many times a second.
             for bar in (run_bar, epoch_bar):
                 bar.update(total=None if self.state == "starting" else 1, progress=0)
+            for label in ("#run-eta", "#epoch-eta"):
+                self.query_one(label, Static).update("")
         state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
                  "completed": "[green]completed[/]", "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
         best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
+        # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
+        trained = self.finished_seconds + self.epoch_elapsed if self.active else self.finished_seconds
+        lr = f"{self.lr:.2e}" if self.lr is not None else "-"
         self.query_one("#run-stats", Static).update(
-            f"{state} · {self.samples_per_second:,.0f} samples/s · elapsed "
-            f"{format_duration(self.finished_seconds + self.epoch_elapsed if self.active else self.finished_seconds)}"
-            f" · lr {self.lr:.2e} · {best}")
+            f"{state} · {self.samples_per_second:,.0f} samples/s · training {format_duration(trained)}"
+            f" · lr {lr} · {best}")
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
         """Seconds left in the epoch and the run, from the current throughput; None until it is known."""
         if not self.active:
             return 0.0, 0.0
-        if self.samples_per_second <= 0:
+        if self.samples_per_second <= 0 or self.state == "paused":
             return None, None
         per_step = self.batch_size / self.samples_per_second
         return (self.steps - self.step) * per_step, (self.epochs * self.steps - done) * per_step
@@ -233,6 +249,7 @@ class TrainingScreen(Screen[None]):
                 self.session.resume()
             else:
                 self.session.pause()
+                self.awaiting = "pause"
                 self.notify("Pausing after the current batch…")
         except OSError as error:
             self.notify(f"Cannot reach the run's folder: {error}", severity="error")
@@ -257,6 +274,7 @@ class TrainingScreen(Screen[None]):
         except OSError as error:
             self.notify(f"Cannot reach the run's folder: {error}", severity="error")
             return
+        self.awaiting = "stop"
         self.notify("Stopping: saving last.pt…")
 
     def action_evaluate_best(self) -> None:
