@@ -21,7 +21,7 @@ from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
-from mnist_tui.tui.widgets.charts import LossChart, legend_label
+from mnist_tui.tui.widgets.charts import LossChart, RunsChart, legend_label
 from mnist_tui.tui.widgets.digit import DigitImage
 
 SIZE = (80, 24)
@@ -397,6 +397,24 @@ async def test_chart_legend_sits_above_the_data() -> None:
         chart.replot()
         await pilot.pause()
         assert "val" in chart.render().plain  # type: ignore[union-attr]
+
+
+async def test_a_one_epoch_run_charts_without_inventing_values() -> None:
+    """A single point gives plotext no range: it used to draw an accuracy axis from 49 to 147."""
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield RunsChart()
+
+    app = ChartApp()
+    async with app.run_test(size=(60, 16)) as pilot:
+        chart = app.query_one(RunsChart)
+        chart.curves = {"20261127-091251-cnn-6276": [0.983]}
+        chart.show(["20261127-091251-cnn-6276"])
+        await pilot.pause()
+        ticks = [line.split("┤")[0].strip() for line in chart.render().plain.splitlines()  # type: ignore[union-attr]
+                 if "┤" in line]
+        assert ticks == ["98.30"]
 
 
 def test_runs_chart_legend_names_a_run_without_its_date() -> None:

@@ -81,21 +81,24 @@ class Chart(PlotextPlot):
         """Set the plot's data on `self.plt` (after it was cleared)."""
         raise NotImplementedError
 
-    def leave_room_for_legend(self, values: list[float], labels: int) -> None:
-        """Raise the top of the y axis so that the legend, which plotext draws over the plot's top-left
-        rows, hides no data: a loss starts high at the left, and a short run sits at the left edge."""
+    def set_y_axis(self, values: list[float], labels: int) -> None:
+        """Fit the y axis to the data with room above it for the legend, which plotext draws over the plot's
+        top-left rows (where a loss starts, and where a short run sits); ticks only where data can be, so
+        an accuracy axis never reads above 100, even for a single point."""
         rows = self.size.height - PLOT_FRAME_ROWS
-        spare = labels + 1
         values = [value for value in values if math.isfinite(value)]
-        if not values or rows <= spare + 1:
+        if not values or rows < 2:
             return
+        # Below a third of the plot, the room is worth more to the data than to a clear legend.
+        spare = labels + 1 if rows >= 3 * (labels + 1) else 0
         low, high = min(values), max(values)
-        if high <= low:
-            return
+        if high > low:
+            count = max(2, min(6, rows // 3))
+            ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
+        else:
+            ticks = [low]
+            low, high = low - max(abs(low) * 0.01, 0.01), high + max(abs(high) * 0.01, 0.01)
         self.plt.ylim(low, high + (high - low) * spare / (rows - spare))
-        # Ticks only where data can be, so an accuracy axis never reads above 100.
-        count = max(2, min(6, rows // 3))
-        ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
         decimals = max(0, 2 - math.floor(math.log10(high - low)))
         self.plt.yticks(ticks, [f"{tick:.{decimals}f}" for tick in ticks])
 
@@ -138,7 +141,7 @@ class LossChart(Chart):
         val_epochs, val_loss = finite_points(self.val_epochs, self.val_loss)
         if val_loss:
             plt.plot(val_epochs, val_loss, label="val", marker="dot")
-        self.leave_room_for_legend(ys + val_loss, (1 if xs else 0) + (1 if val_loss else 0))
+        self.set_y_axis(ys + val_loss, (1 if xs else 0) + (1 if val_loss else 0))
 
 
 class AccuracyChart(Chart):
@@ -168,6 +171,7 @@ class AccuracyChart(Chart):
         if self.best_epoch:
             best = self.val[self.epochs.index(self.best_epoch)]
             plt.scatter([self.best_epoch], [100 * best], label=f"best {100 * best:.2f}%", marker="x")
+        self.set_y_axis([100 * a for a in self.train + self.val], (2 if self.epochs else 0) + bool(self.best_epoch))
 
 
 class RunsChart(Chart):
@@ -189,7 +193,7 @@ class RunsChart(Chart):
         curves = [(run_id, [100 * a for a in self.curves[run_id]]) for run_id in self.shown if self.curves.get(run_id)]
         for run_id, curve in curves:
             plt.plot(list(range(1, len(curve) + 1)), curve, label=legend_label(run_id), marker="braille")
-        self.leave_room_for_legend([a for _, curve in curves for a in curve], len(curves))
+        self.set_y_axis([a for _, curve in curves for a in curve], len(curves))
 
 
 def legend_label(run_id: str) -> str:
