@@ -160,6 +160,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    from mnist_tui.batches import DeviceError, resolve_device
     from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
     from mnist_tui.control import FileControl
     from mnist_tui.data import download_allowed, resolve_data_dir
@@ -189,6 +190,10 @@ def command_train(args: argparse.Namespace) -> int:
         config = run.config()
     else:
         config = config_from_args(args)
+        try:  # before the run folder exists: a device this machine lacks is a usage error, not a failed run
+            resolve_device(config.device)
+        except DeviceError as error:
+            raise UsageError(str(error)) from None
         try:
             run = create_run(resolve_runs_dir(args.runs_dir), config)
         except OSError as error:

@@ -7,6 +7,7 @@ checked by the same rule wherever it comes from. Defaults are the tutorial's.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import itertools
 import json
@@ -115,6 +116,12 @@ class TrainConfig:
             message = check_value(f.name, getattr(self, f.name))
             if message:
                 errors[f.name] = message
+        if not errors.keys() & {"batch_size", "val_split"}:
+            held_out = max(1, round(MAX_TRAIN_SIZE * self.val_split)) if self.val_split > 0 else 0
+            train_images = MAX_TRAIN_SIZE - held_out  # as engine.split_train_val holds them out
+            if self.batch_size > train_images:
+                errors["batch_size"] = (f"batch_size must be at most {train_images}, the training images left "
+                                        f"after val_split {_number(self.val_split)}, got {self.batch_size}")
         if errors:
             raise ConfigError(errors)
 
@@ -165,8 +172,8 @@ def coerce_value(name: str, raw: Any) -> Any:
 
 def _range(name: str, value: float, low: float, high: float, what: str, low_open: bool = False) -> str | None:
     if (value <= low if low_open else value < low) or value > high or value != value:
-        bound = f"above {_number(low)}" if low_open else f"from {_number(low)}"
-        return f"{name} must be {what} {bound} to {_number(high)}, got {_number(value)}"
+        bound = f"above {_number(low)} and at most" if low_open else f"from {_number(low)} to"
+        return f"{name} must be {what} {bound} {_number(high)}, got {_number(value)}"
     return None
 
 
@@ -239,12 +246,21 @@ def read_config_values(path: Path) -> dict[str, Any]:
 
 
 def save_config(config: TrainConfig, path: Path) -> None:
-    """Write a config as TOML or JSON (by suffix) so that `load_config` reads it back equal."""
-    if path.suffix.lower() == ".json":
+    """Write a config as TOML or JSON (by suffix) so that `load_config` reads it back equal.
+
+    Raises:
+        ConfigError: the name ends in neither .toml nor .json.
+        OSError: the folder does not exist (a typo there should not make folders) or cannot be written.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ConfigError({"file": f"{path.name}: a settings file ends in .toml or .json"})
+    if not path.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, f"no folder {path.parent}", str(path.parent))
+    if suffix == ".json":
         text = json.dumps(config.to_dict(), indent=2) + "\n"
     else:
         text = "".join(f"{key} = {_toml_value(value)}\n" for key, value in config.to_dict().items())
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
 

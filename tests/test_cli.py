@@ -168,6 +168,15 @@ def test_locations_before_the_command_count_too(cli: Cli, synthetic_root: Path, 
     assert "no runs yet" in cli("--runs-dir", runs_dir, "runs", "--runs-dir", tmp_path / "empty").out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_this_machine_lacks_is_a_usage_error_and_leaves_no_run(cli: Cli, synthetic_root: Path,
+                                                                        runs_dir: Path) -> None:
+    result = cli("train", "--device", "cuda", "--data-dir", synthetic_root, "--runs-dir", runs_dir)
+    assert result.code == 2
+    assert result.err.strip() == "mnist-tui: error: device cuda asked for, but CUDA is not available on this machine"
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
 def test_eval_json(cli: Cli, trained: Trained) -> None:
     result = cli("eval", trained.best, "--data-dir", trained.data_root, "--device", "cpu", "--json")
     assert result.code == 0, result.err

@@ -93,13 +93,15 @@ def test_from_mapping_keeps_base_values() -> None:
     ({"batch_size": True}, "batch_size", "batch_size must be an integer, got True"),
     ({"epochs": 0}, "epochs", "epochs must be an integer from 1 to 1000, got 0"),
     ({"epochs": 1001}, "epochs", "epochs must be an integer from 1 to 1000, got 1001"),
-    ({"lr": 0}, "lr", "lr must be a number above 0 to 10, got 0"),
-    ({"lr": "-0.1"}, "lr", "lr must be a number above 0 to 10, got -0.1"),
-    ({"lr": "nan"}, "lr", "lr must be a number above 0 to 10, got nan"),
+    ({"lr": 0}, "lr", "lr must be a number above 0 and at most 10, got 0"),
+    ({"lr": "-0.1"}, "lr", "lr must be a number above 0 and at most 10, got -0.1"),
+    ({"lr": "nan"}, "lr", "lr must be a number above 0 and at most 10, got nan"),
     ({"lr": "fast"}, "lr", "lr must be a number, got 'fast'"),
     ({"momentum": 1}, "momentum", "momentum must be a number from 0 to 0.999, got 1"),
     ({"weight_decay": -1}, "weight_decay", "weight_decay must be a number from 0 to 1, got -1"),
     ({"val_split": 0.6}, "val_split", "val_split must be a fraction from 0 to 0.5, got 0.6"),
+    ({"val_split": 0.5, "batch_size": 60000}, "batch_size",
+     "batch_size must be at most 30000, the training images left after val_split 0.5, got 60000"),
     ({"seed": -1}, "seed", "seed must be an integer from 0 to"),
     ({"num_threads": 1000}, "num_threads", "num_threads must be an integer from 0 to 256, got 1000"),
     ({"augment": "maybe"}, "augment", "augment must be true or false, got 'maybe'"),
@@ -152,18 +154,27 @@ def test_validate_catches_direct_construction() -> None:
 
 
 def test_valid_edge_values_pass() -> None:
-    config = TrainConfig.from_mapping({"batch_size": 60000, "lr": 10, "val_split": 0.5, "momentum": 0,
+    config = TrainConfig.from_mapping({"batch_size": 30000, "lr": 10, "val_split": 0.5, "momentum": 0,
                                        "num_threads": 0, "device": "cuda:1"})
     assert config.device == "cuda:1"
+    assert TrainConfig.from_mapping({"batch_size": 60000}).batch_size == 60000
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json", ".TOML"])
 def test_save_load_round_trip(tmp_path: Path, suffix: str) -> None:
     config = TrainConfig(model="cnn", batch_size=64, epochs=3, lr=3e-4, optimizer="adamw", weight_decay=1e-5,
                          scheduler="onecycle", val_split=0.1, augment=True, seed=42, device="cpu", num_threads=2)
-    path = tmp_path / "nested" / f"settings{suffix}"
+    path = tmp_path / f"settings{suffix}"
     save_config(config, path)
     assert load_config(path) == config
+
+
+def test_saving_refuses_other_suffixes_and_missing_folders(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"settings.yaml: a settings file ends in .toml or .json"):
+        save_config(TrainConfig(), tmp_path / "settings.yaml")
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        save_config(TrainConfig(), tmp_path / "typo" / "settings.toml")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_saved_json_is_plain_json(tmp_path: Path) -> None:

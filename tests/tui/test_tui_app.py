@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import Trained, small_config
 from fake_events import run_events
 from textual.app import App, ComposeResult
@@ -67,6 +68,22 @@ async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_pat
         assert not (tmp_path / "runs").exists()
 
         batch.value = "128"
+        await pilot.pause()
+        assert not field.has_class("-invalid")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+async def test_a_device_this_machine_lacks_is_marked_and_start_refused(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.query_one("#input-device", Select).value = "cuda"
+        await pilot.pause()
+        await pilot.press("f5")
+        await pilot.pause()
+        field = app.screen.query_one("#field-device")
+        assert field.has_class("-invalid") and app.session is None and not (tmp_path / "runs").exists()
+        assert "CUDA is not available" in str(field.query_one(".field-error", Static).render())
+        app.screen.query_one("#input-device", Select).value = "cpu"
         await pilot.pause()
         assert not field.has_class("-invalid")
 

@@ -143,6 +143,10 @@ class SettingsScreen(Screen[None]):
     def dataset_changed(self) -> None:
         self._show_dataset_status()
 
+    @on(Select.Changed, "#input-device")
+    def device_changed(self) -> None:
+        self._mark("device", None)  # whether it exists is checked again at start
+
     @on(Select.Changed, "#input-model")
     def model_changed(self, event: Select.Changed) -> None:
         """Move the fields still at the old model's defaults to the new model's, leaving edits alone."""
@@ -181,7 +185,15 @@ class SettingsScreen(Screen[None]):
     # Actions ----------------------------------------------------------------------------------------
 
     def action_start(self) -> None:
+        from mnist_tui.batches import DeviceError, resolve_device
+
         config = self.current_config()
+        if config is not None:
+            try:  # a device this machine lacks is marked here, rather than failing a run
+                resolve_device(config.device)
+            except DeviceError as error:
+                self._mark("device", str(error))
+                config = None
         if config is None:
             self.notify("Fix the marked settings before starting.", title="Cannot start", severity="error")
             invalid = self.query(".field.-invalid")
@@ -205,6 +217,9 @@ class SettingsScreen(Screen[None]):
         path = self._settings_path()
         try:
             save_config(config, path)
+        except ConfigError as error:
+            self.notify(str(error), title="Cannot save settings", severity="error")
+            return
         except OSError as error:
             self.notify(f"Cannot write {path}: {error.strerror}", severity="error")
             return
