@@ -112,6 +112,9 @@ CODE_RUNNING_MODULES = frozenset({"builtins", "os", "posix", "nt", "subprocess",
                                   "importlib", "runpy", "pty", "code", "codecs", "pickle", "marshal", "ctypes",
                                   "webbrowser", "operator", "functools", "io", "types"})
 """Top-level modules whose globals in a pickle mean an attempt to run code rather than a model class."""
+BARE_STATE_DICT_NOTE = "bare state_dict: the model's standard preprocessing assumed"
+"""Said wherever a bare state_dict is evaluated: the file itself does not say how its inputs were scaled."""
+
 WHOLE_MODEL_HINT = (
     "it holds a whole pickled model (torch.save(model)), which can only be loaded by running code from the "
     "file, so it is refused. Re-save its weights where the model class exists: "
@@ -124,6 +127,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     Raises:
         CheckpointError: missing, truncated, corrupt, foreign or unsafe file, in one line.
     """
+    if path.is_dir():
+        inside = [str(path / name) for name in ("best.pt", "last.pt") if (path / name).is_file()]
+        hint = f"; its checkpoints: {', '.join(inside)}" if inside else ""
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:

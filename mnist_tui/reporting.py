@@ -121,8 +121,10 @@ class ConsoleReporter:
 
 def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes: int,
                      console: Console | None = None) -> None:
+    from mnist_tui.checkpoints import BARE_STATE_DICT_NOTE
+
     console = console or Console()
-    note = " (bare state_dict: the model's standard preprocessing assumed)" if checkpoint.bare_state_dict else ""
+    note = f" ({BARE_STATE_DICT_NOTE})" if checkpoint.bare_state_dict else ""
     console.print(f"[bold]{result.checkpoint}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
                   f"({result.samples:,} images){note}")
     console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "

@@ -224,6 +224,15 @@ async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(train
             await pilot.press("right_square_bracket")
             assert screen.page >= pages_before
 
+        # A bare state_dict, typed as a path: named as typed, with what was assumed about it.
+        bare = tmp_path / "tutorial.pt"
+        torch.save(torch.load(trained.best, weights_only=True)["model_state"], bare)
+        evaluated = screen.result
+        screen.evaluate(bare)
+        await wait_for(pilot, lambda: screen.result is not evaluated)
+        summary = str(screen.query_one("#eval-summary", Static).render())
+        assert str(bare) in summary and "bare state_dict: the model's standard preprocessing assumed" in summary
+
 
 async def test_evaluation_screen_reports_a_corrupt_file_and_stays_usable(tmp_path: Path, synthetic_root: Path) -> None:
     broken = tmp_path / "broken.pt"

@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
 from textual.worker import get_current_worker
@@ -215,14 +216,15 @@ class EvaluationScreen(Screen[None]):
         from mnist_tui.evaluation import evaluate
 
         try:
-            result = evaluate(load_checkpoint(path), "test", self.data_dir, self.download)
+            checkpoint = load_checkpoint(path)
+            result = evaluate(checkpoint, "test", self.data_dir, self.download)
         except (CheckpointError, DatasetError, DeviceError) as error:
             message = str(error)
         except Exception as error:  # out of memory, a torch error: say so, keep the dashboard up
             message = f"{path}: evaluation failed ({type(error).__name__}: {error})"
         else:
             if not get_current_worker().is_cancelled:  # a newer evaluation replaced this one
-                self.app.call_from_thread(self._show_result, result)
+                self.app.call_from_thread(self._show_result, result, checkpoint.bare_state_dict)
             return
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show_error, message)
@@ -236,15 +238,19 @@ class EvaluationScreen(Screen[None]):
         self.query_one("#gallery").remove_children()
         self.notify(message, title="Cannot evaluate", severity="error", timeout=8)
 
-    def _show_result(self, result: EvaluationResult) -> None:
+    def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False) -> None:
+        from mnist_tui.checkpoints import BARE_STATE_DICT_NOTE
         from mnist_tui.data import DATASET_SPECS
 
         self.query_one("#eval-progress").display = False
         self.result, self.page = result, 0
         labels = list(DATASET_SPECS[result.dataset].classes)
+        path = Path(result.checkpoint)
+        shown = path.relative_to(self.runs_dir) if path.is_relative_to(self.runs_dir) else path
+        note = f" · [yellow]{BARE_STATE_DICT_NOTE}[/]" if bare_state_dict else ""
         self.query_one("#eval-summary", Static).update(
-            f"[b]{Path(result.checkpoint).parent.name}/{Path(result.checkpoint).name}[/b]  {result.dataset} "
-            f"{result.split} ({result.samples:,} images, {result.seconds:.2f}s)\n"
+            f"[b]{escape(str(shown))}[/b]  {result.dataset} "
+            f"{result.split} ({result.samples:,} images, {result.seconds:.2f}s){note}\n"
             f"accuracy [b]{result.accuracy:.2%}[/b]   loss {result.loss:.4f}   "
             f"{len(result.mistakes):,} misclassified")
         self.query_one("#confusion", Static).update(confusion_heatmap(result.confusion_matrix, labels))
