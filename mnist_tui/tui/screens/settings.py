@@ -42,6 +42,16 @@ def field_error(name: str, raw: Any) -> str | None:
         return error.errors[name]
 
 
+SIDE_HELP = {
+    "settings-file": "[b]settings file[/b]: where ctrl+s saves the form and ctrl+o loads it from; "
+                     "TOML or JSON, by its suffix.",
+    "save": "[b]Save[/b] (Enter, or ctrl+s anywhere): write the form to the settings file.",
+    "load": "[b]Load[/b] (Enter, or ctrl+o anywhere): fill the form from the settings file.",
+    "start": "[b]Start training[/b] (Enter, or F5 anywhere): start a run with these settings.",
+}
+"""What the side panel's controls do, shown when one has the focus, as each field's help is."""
+
+
 class SettingsScreen(Screen[None]):
     """Set up a run. F5 starts it; presets, save and load are a key away."""
 
@@ -63,7 +73,7 @@ class SettingsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="settings-body"):
-            with VerticalScroll(id="settings-form"):
+            with VerticalScroll(id="settings-form", can_focus=False):
                 for f in fields(TrainConfig):
                     with Vertical(classes="field", id=f"field-{f.name}"):
                         with Horizontal(classes="field-row"):
@@ -172,6 +182,8 @@ class SettingsScreen(Screen[None]):
         if control_id.startswith("input-"):
             name = control_id.removeprefix("input-")
             self.query_one("#help-text", Static).update(f"[b]{name}[/b]: {field_help(name)}")
+        elif control_id in SIDE_HELP:
+            self.query_one("#help-text", Static).update(SIDE_HELP[control_id])
 
     def current_config(self) -> TrainConfig | None:
         """The form as a validated config, or None after marking every invalid field."""
