@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from mnist_tui.evaluation import EvaluationResult
 
 CARD_WIDTH = 30
+SIDE_BY_SIDE_WIDTH = 100
+"""Columns below which the per-class table goes under the confusion matrix instead of beside it."""
 
 
 def local_time(iso: str) -> str:
@@ -283,7 +285,8 @@ class EvaluationScreen(Screen[None]):
             pixels = result.mistake_images[offset].tolist()
             caption = (f"#{mistake.index} true [b]{labels[mistake.true]}[/b] → "
                        f"[red]{labels[mistake.predicted]}[/] {mistake.confidence:.0%}")
-            cards.append(Vertical(DigitImage(pixels), Label(caption, classes="caption"), classes="card"))
+            # Caption first: on a short terminal the digit's lower rows go below the fold, not what it was taken for.
+            cards.append(Vertical(Label(caption, classes="caption"), DigitImage(pixels), classes="card"))
         gallery.mount_all(cards)
 
     def action_page(self, delta: int) -> None:
@@ -291,6 +294,8 @@ class EvaluationScreen(Screen[None]):
             self.page += delta
             self.show_gallery()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        # The confusion matrix and the per-class table side by side need about 100 columns; below, stack them.
+        self.query_one("#eval-tables").set_class(event.size.width < SIDE_BY_SIDE_WIDTH, "-stacked")
         if self.result is not None:
             self.call_after_refresh(self.show_gallery)
