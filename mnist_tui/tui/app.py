@@ -128,10 +128,12 @@ class MnistTuiApp(App[None]):
         self.show_screen("training")
 
     def attach_run(self, run: RunDir) -> None:
-        """Show a run on the training panel: its history from the log, then live if it is still training."""
+        """Show a run on the training panel: its history from the log, then live if it is still training.
+
+        Looking at another run does not touch the one training: it goes on in its own process."""
         if self.run_active and self.session is not None and self.session.run.path != run.path:
-            self.notify("Another run is training: stop it first, or wait for it.", severity="warning")
-            return
+            self.notify(f"Run {self.session.run.run_id} goes on training; Enter on it in Runs (F6) follows it "
+                        "again.", title="Still training")
         self.follow(TrainingSession.attach(run))
         self.show_screen("training")
 

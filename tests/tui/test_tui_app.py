@@ -384,10 +384,13 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         assert isinstance(app.screen, SettingsScreen)
         assert app.screen.query_one("#input-lr", Input).value == "0.01"
 
+        # Another run is training: looking at this one is fine, and says the other goes on.
+        app.session, app.training_screen.state = RecordingSession(), "running"  # type: ignore[assignment]
         await pilot.press("f6")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.training_screen.state == "completed")
-        assert isinstance(app.screen, TrainingScreen)
+        assert isinstance(app.screen, TrainingScreen) and app.session.run.path == run.path
+        assert any("Run demo goes on training" in n.message for n in app._notifications)
 
         await pilot.press("f6")
         await pilot.press("d")
