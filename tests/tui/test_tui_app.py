@@ -389,7 +389,7 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         await pilot.press("f6")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.training_screen.state == "completed")
-        assert isinstance(app.screen, TrainingScreen) and app.session.run.path == run.path
+        assert isinstance(app.screen, TrainingScreen) and app.session is not None and app.session.run.path == run.path
         assert any("Run demo goes on training" in n.message for n in app._notifications)
 
         await pilot.press("f6")
