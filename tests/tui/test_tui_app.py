@@ -22,7 +22,7 @@ from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
-from mnist_tui.tui.widgets.charts import LossChart, RunsChart, legend_label
+from mnist_tui.tui.widgets.charts import Chart, LossChart, RunsChart, legend_label
 from mnist_tui.tui.widgets.digit import DigitImage
 
 SIZE = (80, 24)
@@ -404,15 +404,22 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         await wait_for(pilot, lambda: not run.path.exists())
 
 
+class ChartApp(App[None]):
+    """One chart alone in a small terminal."""
+
+    def __init__(self, chart: Chart) -> None:
+        super().__init__()
+        self.chart = chart
+
+    def compose(self) -> ComposeResult:
+        yield self.chart
+
+
 async def test_chart_legend_sits_above_the_data() -> None:
     """plotext draws its legend over the plot's top-left rows, where a loss curve starts: the y axis makes
     room for it, and its ticks stay within the data (an accuracy axis never reads above 100)."""
 
-    class ChartApp(App[None]):
-        def compose(self) -> ComposeResult:
-            yield LossChart()
-
-    app = ChartApp()
+    app = ChartApp(LossChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(LossChart)
         for step in range(200):
@@ -437,11 +444,7 @@ async def test_chart_legend_sits_above_the_data() -> None:
 async def test_a_one_epoch_run_charts_without_inventing_values() -> None:
     """A single point gives plotext no range: it used to draw an accuracy axis from 49 to 147."""
 
-    class ChartApp(App[None]):
-        def compose(self) -> ComposeResult:
-            yield RunsChart()
-
-    app = ChartApp()
+    app = ChartApp(RunsChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(RunsChart)
         chart.curves = {"20261127-091251-cnn-6276": [0.983]}
