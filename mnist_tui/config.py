@@ -117,8 +117,7 @@ class TrainConfig:
             if message:
                 errors[f.name] = message
         if not errors.keys() & {"batch_size", "val_split"}:
-            held_out = max(1, round(MAX_TRAIN_SIZE * self.val_split)) if self.val_split > 0 else 0
-            train_images = MAX_TRAIN_SIZE - held_out  # as engine.split_train_val holds them out
+            train_images = MAX_TRAIN_SIZE - held_out_count(MAX_TRAIN_SIZE, self.val_split)
             if self.batch_size > train_images:
                 errors["batch_size"] = (f"batch_size must be at most {train_images}, the training images left "
                                         f"after val_split {_number(self.val_split)}, got {self.batch_size}")
@@ -168,6 +167,11 @@ def coerce_value(name: str, raw: Any) -> Any:
     except (TypeError, ValueError):
         article = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}
         raise ConfigError({name: f"{name} must be {article[kind.__name__]}, got {raw!r}"}) from None
+
+
+def held_out_count(train_images: int, val_split: float) -> int:
+    """How many training images `val_split` holds out for validation: at least one when it is above 0."""
+    return max(1, round(train_images * val_split)) if val_split > 0 else 0
 
 
 def _range(name: str, value: float, low: float, high: float, what: str, low_open: bool = False) -> str | None:

@@ -30,7 +30,7 @@ from mnist_tui.batches import (
     steps_per_epoch,
 )
 from mnist_tui.checkpoints import Checkpoint, checkpoint_payload, save_checkpoint
-from mnist_tui.config import TrainConfig
+from mnist_tui.config import TrainConfig, held_out_count
 from mnist_tui.control import RunControl
 from mnist_tui.data import DatasetError
 from mnist_tui.evaluation import predict
@@ -81,7 +81,7 @@ def split_train_val(train: Split, test: Split, config: TrainConfig) -> tuple[Spl
     """Hold out `val_split` of the training images (seeded), or validate on the test set like the tutorial."""
     if config.val_split <= 0:
         return train, test, "test"
-    held_out = max(1, round(len(train) * config.val_split))
+    held_out = held_out_count(len(train), config.val_split)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))
     return train.subset(order[held_out:]), train.subset(order[:held_out]), "validation split"
 
