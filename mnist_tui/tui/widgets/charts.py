@@ -82,11 +82,10 @@ class Chart(PlotextPlot):
         raise NotImplementedError
 
     def set_y_axis(self, values: list[float], labels: int) -> None:
-        """Fit the y axis to the data with room above it for the legend, which plotext draws over the plot's
+        """Fit the y axis to the (finite) data with room above it for the legend, which plotext draws over the plot's
         top-left rows (where a loss starts, and where a short run sits); ticks only where data can be, so
         an accuracy axis never reads above 100, even for a single point."""
         rows = self.size.height - PLOT_FRAME_ROWS
-        values = [value for value in values if math.isfinite(value)]
         if not values or rows < 2:
             return
         # Below a third of the plot, the room is worth more to the data than to a clear legend.
