@@ -59,11 +59,16 @@ def tutorial_epoch(root: Path) -> tuple[float, float]:
     return time.perf_counter() - started, correct / len(test_set)
 
 
+def shuffled_train_set(root: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MNIST's training images (uint8) and labels, read once, and a seeded order to take them in."""
+    train_set = datasets.MNIST(root=str(root), train=True, download=False)
+    order = torch.randperm(len(train_set.targets), generator=torch.Generator().manual_seed(0))
+    return train_set.data, train_set.targets, order
+
+
 def bare_epoch(root: Path) -> float:
     """The floor: forward, backward and a fused Adam step over pre-shuffled tensors, nothing else."""
-    images = datasets.MNIST(root=str(root), train=True, download=False).data
-    labels = datasets.MNIST(root=str(root), train=True, download=False).targets
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    images, labels, order = shuffled_train_set(root)
     images, labels = images[order], labels[order]
     torch.manual_seed(0)
     model = MnistModel()
@@ -85,9 +90,7 @@ def handwritten_epoch(root: Path) -> float:
     The engine does not train this way (one hand-derived backward per model is not worth its upkeep); it is
     here to show how much of the tutorial-to-engine ratio the per-operation overhead still holds.
     """
-    images = datasets.MNIST(root=str(root), train=True, download=False).data
-    labels = datasets.MNIST(root=str(root), train=True, download=False).targets
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    images, labels, order = shuffled_train_set(root)
     torch.manual_seed(0)
     params = [p.detach() for p in MnistModel().parameters()]
     w1, b1, w2, b2, w3, b3 = params
