@@ -21,6 +21,8 @@ from mnist_tui.events import TERMINAL_EVENTS, Event, RunFailed, from_json
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run
 
 POLL_SECONDS = 0.1
+WATCH_SECONDS = 1.0
+"""How often a session watching an ended run checks whether it was resumed elsewhere."""
 
 
 def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = False) -> subprocess.Popen[bytes]:
@@ -79,10 +81,13 @@ class TrainingSession:
             return self.process.poll()
         return None if self.run.status() in ACTIVE_STATUSES else -1
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self, *, watch: bool = False) -> AsyncIterator[Event]:
         """Every event of the run in order (a resumed run's log holds several starts and ends), until the
         trainer is gone and the log read to its end. A trainer that died without a last word yields a
-        RunFailed carrying the end of its log."""
+        RunFailed carrying the end of its log.
+
+        With `watch` the stream does not end there: it waits for the run to train again, resumed from
+        elsewhere (`mnist-tui train --resume`, another dashboard), and streams on."""
         offset = 0
         pending = b""
         ended = False
@@ -102,8 +107,17 @@ class TrainingSession:
             if exit_code is not None and not chunk:
                 if not ended:
                     yield RunFailed(self._crash_message(exit_code), str(self.run.path))
-                return
+                if not watch:
+                    return
+                await self._until_training_again()
+                # Whatever trainer wrote the status, the log from here on is its own.
+                self.process, self.log_offset, ended = None, offset, False
+                continue
             await asyncio.sleep(POLL_SECONDS)
+
+    async def _until_training_again(self) -> None:
+        while await asyncio.to_thread(self.run.status) not in ACTIVE_STATUSES:
+            await asyncio.sleep(WATCH_SECONDS)
 
     def _read_from(self, offset: int) -> bytes:
         try:

@@ -157,8 +157,9 @@ class MnistTuiApp(App[None]):
 
     @work(exclusive=True, group="feed")
     async def _feed(self, session: TrainingSession) -> None:
-        """Queue the run's events for the training panel, which drains them on its own timer."""
-        async for event in session.events():
+        """Queue the run's events for the training panel, which drains them on its own timer; a run that
+        ended and is resumed elsewhere (`mnist-tui train --resume`) comes back live."""
+        async for event in session.events(watch=True):
             self.training_screen.pending.append(event)
 
     def evaluate_checkpoint(self, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -120,3 +121,35 @@ async def test_a_resumed_trainer_that_dies_is_reported_even_after_an_earlier_end
     events = await collect(TrainingSession.continue_run(session.run, synthetic_root, download=False))
     assert isinstance(events[-1], RunFailed)
     assert "exited with code 2" in events[-1].message and "last.pt" in events[-1].message
+
+
+async def test_a_watching_session_follows_a_run_resumed_elsewhere(synthetic_root: Path, runs_dir: Path) -> None:
+    session = TrainingSession.start(small_config(epochs=3, batch_size=2), runs_dir, synthetic_root, download=False)
+
+    def stop_in_epoch_two(event: Event, session: TrainingSession) -> None:
+        if isinstance(event, BatchProgress) and event.epoch == 2:
+            session.stop()
+
+    assert (await collect(session, stop_in_epoch_two))[-1].status == "stopped"  # type: ignore[attr-defined]
+    watcher = TrainingSession.attach(session.run)
+    ends: list[Event] = []
+
+    async def watch() -> None:
+        async for event in watcher.events(watch=True):
+            if isinstance(event, RunFinished | RunFailed):
+                ends.append(event)
+                if len(ends) == 2:
+                    return
+
+    watching = asyncio.create_task(watch())
+    for _ in range(100):  # until the watcher has read the whole stopped run
+        if ends:
+            break
+        await asyncio.sleep(0.05)
+    assert not watching.done()
+    session.run.send("run")  # as `mnist-tui train --resume` does
+    elsewhere = spawn_trainer(session.run, synthetic_root, download=False, resume=True)
+    await asyncio.wait_for(watching, timeout=120)
+    assert elsewhere.wait(timeout=30) == 0
+    assert [(type(e).__name__, getattr(e, "status", "")) for e in ends] == [
+        ("RunFinished", "stopped"), ("RunFinished", "completed")]
