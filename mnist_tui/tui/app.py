@@ -38,7 +38,7 @@ class MnistTuiApp(App[None]):
     BINDINGS = [
         Binding("f2", "show('settings')", "Settings"),
         Binding("f3", "show('training')", "Training"),
-        Binding("f4", "show('evaluation')", "Evaluate"),
+        Binding("f4", "show('evaluation')", "Evaluation"),
         Binding("f6", "show('runs')", "Runs"),
         Binding("question_mark", "toggle_keys", "Keys"),
         Binding("ctrl+q", "quit", "Quit", priority=True),

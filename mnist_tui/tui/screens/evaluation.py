@@ -76,11 +76,11 @@ class EvaluationScreen(Screen[None]):
     """Checkpoints of every run, and the full evaluation of the chosen one."""
 
     BINDINGS = [
-        Binding("r", "refresh", "Refresh list"),
-        Binding("o", "browse", "Browse…"),
-        Binding("slash", "type_path", "Type path"),
-        Binding("right_square_bracket", "page(1)", "Next mistakes"),
-        Binding("left_square_bracket", "page(-1)", "Prev mistakes"),
+        Binding("r", "refresh", "Refresh", tooltip="Refresh the checkpoint list"),
+        Binding("o", "browse", "Browse", tooltip="Browse for a .pt or .pth file"),
+        Binding("slash", "type_path", "Path", tooltip="Type the path of a checkpoint file"),
+        Binding("right_square_bracket", "page(1)", "Next page", tooltip="Next page of misclassified digits"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", tooltip="Previous page of misclassified digits"),
     ]
 
     def __init__(self, runs_dir: Path, data_dir: Path, download: bool) -> None:
@@ -111,7 +111,7 @@ class EvaluationScreen(Screen[None]):
                 yield Static("", id="per-class")
             yield Static("", id="gallery-title")
             yield Horizontal(id="gallery")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "mnist-tui · evaluation"

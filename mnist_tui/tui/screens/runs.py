@@ -23,10 +23,10 @@ class RunsScreen(Screen[None]):
     """All runs in the runs folder, newest first; the cursor row's curve is drawn, or the marked ones'."""
 
     BINDINGS = [
-        Binding("space", "mark", "Mark for overlay"),
-        Binding("u", "resume", "Resume"),
-        Binding("c", "clone", "Clone settings"),
-        Binding("d", "delete", "Delete"),
+        Binding("space", "mark", "Mark", tooltip="Mark runs to overlay their validation curves"),
+        Binding("u", "resume", "Resume", tooltip="Resume a stopped, failed or crashed run from its last.pt"),
+        Binding("c", "clone", "Clone", tooltip="Clone the run's settings into Settings for a new run"),
+        Binding("d", "delete", "Delete", tooltip="Delete the run and its checkpoints (asks first)"),
         Binding("r", "refresh", "Refresh"),
     ]
 
@@ -40,7 +40,7 @@ class RunsScreen(Screen[None]):
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-detail")
         yield RunsChart(id="runs-chart")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "mnist-tui · runs"

@@ -56,11 +56,11 @@ class SettingsScreen(Screen[None]):
     """Set up a run. F5 starts it; presets, save and load are a key away."""
 
     BINDINGS = [
-        Binding("f5", "start", "Start"),
-        Binding("ctrl+t", "preset('tutorial')", "Tutorial preset"),
-        Binding("ctrl+n", "preset('fast-cnn')", "Fast CNN preset"),
-        Binding("ctrl+s", "save", "Save settings"),
-        Binding("ctrl+o", "load", "Load settings"),
+        Binding("f5", "start", "Start", tooltip="Start training with these settings"),
+        Binding("ctrl+t", "preset('tutorial')", "Tutorial", tooltip="The tutorial's settings"),
+        Binding("ctrl+n", "preset('fast-cnn')", "CNN", tooltip="The fast CNN's settings"),
+        Binding("ctrl+s", "save", "Save", tooltip="Save the settings to the file named in the side panel"),
+        Binding("ctrl+o", "load", "Load", tooltip="Load the settings from the file named in the side panel"),
     ]
 
     def __init__(self, data_dir: Path, download: bool) -> None:
@@ -91,7 +91,7 @@ class SettingsScreen(Screen[None]):
                     yield Button("Save", id="save", compact=True)
                     yield Button("Load", id="load", compact=True)
                 yield Button("Start training (F5)", id="start", variant="success", compact=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def _control(self, name: str, default: Any) -> Select[str] | Checkbox | Input:
         control_id = f"input-{name}"

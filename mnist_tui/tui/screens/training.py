@@ -39,10 +39,10 @@ class TrainingScreen(Screen[None]):
     """Watch and steer the current run."""
 
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause/resume"),
-        Binding("s", "stop", "Stop"),
-        Binding("e", "evaluate_best", "Evaluate best"),
-        Binding("n", "new_run", "New run"),
+        Binding("p", "toggle_pause", "Pause", tooltip="Pause or resume, between two batches"),
+        Binding("s", "stop", "Stop", tooltip="Stop the run: press twice; it saves last.pt"),
+        Binding("e", "evaluate_best", "Evaluate", tooltip="Evaluate the run's best checkpoint"),
+        Binding("n", "new_run", "New run", tooltip="Back to Settings for a new run"),
     ]
 
     def __init__(self, refresh_seconds: float, chart_seconds: float) -> None:
@@ -91,7 +91,7 @@ class TrainingScreen(Screen[None]):
             yield LossChart(id="loss-chart")
             yield AccuracyChart(id="accuracy-chart")
         yield RichLog(id="run-log", markup=True, wrap=True, max_lines=500)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = "mnist-tui · training"
