@@ -441,6 +441,11 @@ async def test_chart_legend_sits_above_the_data() -> None:
         assert "val" in chart.render().plain  # type: ignore[union-attr]
 
 
+def y_ticks(chart: Chart) -> list[str]:
+    return [line.split("┤")[0].strip() for line in chart.render().plain.splitlines()  # type: ignore[union-attr]
+            if "┤" in line]
+
+
 async def test_a_one_epoch_run_charts_without_inventing_values() -> None:
     """A single point gives plotext no range: it used to draw an accuracy axis from 49 to 147."""
 
@@ -450,9 +455,17 @@ async def test_a_one_epoch_run_charts_without_inventing_values() -> None:
         chart.curves = {"20261127-091251-cnn-6276": [0.983]}
         chart.show(["20261127-091251-cnn-6276"])
         await pilot.pause()
-        ticks = [line.split("┤")[0].strip() for line in chart.render().plain.splitlines()  # type: ignore[union-attr]
-                 if "┤" in line]
-        assert ticks == ["98.30"]
+        assert y_ticks(chart) == ["98.3"]
+
+
+async def test_a_first_loss_point_reads_to_three_digits() -> None:
+    app = ChartApp(LossChart())
+    async with app.run_test(size=(60, 16)) as pilot:
+        chart = app.query_one(LossChart)
+        chart.train.add(0.01, 1.6716)
+        chart.replot()
+        await pilot.pause()
+        assert y_ticks(chart) == ["1.67"]
 
 
 def test_runs_chart_legend_names_a_run_without_its_date() -> None:

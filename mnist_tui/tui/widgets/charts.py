@@ -94,11 +94,12 @@ class Chart(PlotextPlot):
         if high > low:
             count = max(2, min(6, rows // 3))
             ticks = [low + (high - low) * i / (count - 1) for i in range(count)]
-        else:
+            decimals = max(0, 2 - math.floor(math.log10(high - low)))
+        else:  # one value: three significant digits, not as many as the padding around it would take
             ticks = [low]
+            decimals = max(0, 2 - math.floor(math.log10(abs(low)))) if low else 2
             low, high = low - max(abs(low) * 0.01, 0.01), high + max(abs(high) * 0.01, 0.01)
         self.plt.ylim(low, high + (high - low) * spare / (rows - spare))
-        decimals = max(0, 2 - math.floor(math.log10(high - low)))
         self.plt.yticks(ticks, [f"{tick:.{decimals}f}" for tick in ticks])
 
     def replot(self) -> None:
