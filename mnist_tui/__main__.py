@@ -125,8 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            make_app(args).run()
-            return 0
+            return run_app(make_app(args))
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,
                    "attach": command_attach}
         return handler[args.command](args)
@@ -147,8 +146,13 @@ def find_run(name: str, runs_dir: str | None) -> RunDir:
 
 
 def command_attach(args: argparse.Namespace) -> int:
-    make_app(args, attach=find_run(args.run, args.runs_dir)).run()
-    return 0
+    return run_app(make_app(args, attach=find_run(args.run, args.runs_dir)))
+
+
+def run_app(app: MnistTuiApp) -> int:
+    """Run the dashboard; its exit code is 1 if it crashed (Textual has printed the traceback)."""
+    app.run()
+    return app.return_code or 0
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -12,6 +12,7 @@ from conftest import Trained, small_config
 from fake_events import run_events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunPaused
@@ -404,22 +405,22 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         await wait_for(pilot, lambda: not run.path.exists())
 
 
-class ChartApp(App[None]):
-    """One chart alone in a small terminal."""
+class OneWidgetApp(App[None]):
+    """One widget alone in a small terminal."""
 
-    def __init__(self, chart: Chart) -> None:
+    def __init__(self, widget: Widget) -> None:
         super().__init__()
-        self.chart = chart
+        self.widget = widget
 
     def compose(self) -> ComposeResult:
-        yield self.chart
+        yield self.widget
 
 
 async def test_chart_legend_sits_above_the_data() -> None:
     """plotext draws its legend over the plot's top-left rows, where a loss curve starts: the y axis makes
     room for it, and its ticks stay within the data (an accuracy axis never reads above 100)."""
 
-    app = ChartApp(LossChart())
+    app = OneWidgetApp(LossChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(LossChart)
         for step in range(200):
@@ -449,7 +450,7 @@ def y_ticks(chart: Chart) -> list[str]:
 async def test_a_one_epoch_run_charts_without_inventing_values() -> None:
     """A single point gives plotext no range: it used to draw an accuracy axis from 49 to 147."""
 
-    app = ChartApp(RunsChart())
+    app = OneWidgetApp(RunsChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(RunsChart)
         chart.curves = {"20261127-091251-cnn-6276": [0.983]}
@@ -459,7 +460,7 @@ async def test_a_one_epoch_run_charts_without_inventing_values() -> None:
 
 
 async def test_a_first_loss_point_reads_to_three_digits() -> None:
-    app = ChartApp(LossChart())
+    app = OneWidgetApp(LossChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(LossChart)
         chart.train.add(0.01, 1.6716)
@@ -489,3 +490,14 @@ async def test_attach_opens_the_dashboard_on_a_finished_run(tmp_path: Path) -> N
         await wait_for(pilot, lambda: app.training_screen.state == "completed")
         assert isinstance(app.screen, TrainingScreen)
         assert app.training_screen.best is not None and app.training_screen.best.val_accuracy == 0.9431
+
+
+async def test_digits_are_drawn_in_shades_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_COLOR: Textual's monochrome filter used to fail on the shade cells and take the app down."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = OneWidgetApp(DigitImage([[0] * 28] * 14 + [[255] * 28] * 14))
+    async with app.run_test(size=(40, 20)) as pilot:
+        await pilot.pause()
+        assert app.no_color
+        rows = [line for line in app.export_screenshot().split("\n") if "█" in line]
+        assert rows

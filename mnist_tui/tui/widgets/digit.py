@@ -24,7 +24,8 @@ def render_rows(pixels: Sequence[Sequence[int]], colour: bool) -> list[Strip]:
         if colour:
             segments = [Segment("▀", Style(color=grey(t), bgcolor=grey(b))) for t, b in zip(top, bottom, strict=True)]
         else:
-            segments = [Segment(SHADES[min((t + b) * len(SHADES) // 512, len(SHADES) - 1)])
+            # A style, even an empty one: Textual's monochrome filter (NO_COLOR) fails on a segment without.
+            segments = [Segment(SHADES[min((t + b) * len(SHADES) // 512, len(SHADES) - 1)], Style())
                         for t, b in zip(top, bottom, strict=True)]
         strips.append(Strip(segments))
     return strips
