@@ -130,7 +130,8 @@ async def test_a_watching_session_follows_a_run_resumed_elsewhere(synthetic_root
         if isinstance(event, BatchProgress) and event.epoch == 2:
             session.stop()
 
-    assert (await collect(session, stop_in_epoch_two))[-1].status == "stopped"  # type: ignore[attr-defined]
+    last = (await collect(session, stop_in_epoch_two))[-1]
+    assert isinstance(last, RunFinished) and last.status == "stopped"
     watcher = TrainingSession.attach(session.run)
     ends: list[Event] = []
 
