@@ -27,7 +27,6 @@ REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
 """How often the training panel drains events and redraws its bars; less often over SSH."""
 CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
-RUN_IN_PROGRESS = "A run is already in progress: stop it first (F3, then s twice)."
 
 
 class MnistTuiApp(App[None]):
@@ -60,14 +59,15 @@ class MnistTuiApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.named_screen("settings"))
-        run = self.attach_on_start or self._live_run()
+        run = self.attach_on_start or self.training_run()
         if run is not None:
             self.attach_run(run)
             if self.attach_on_start is None:
                 self.notify(f"Reattached to run {run.run_id}, still training.")
 
-    def _live_run(self) -> RunDir | None:
-        """The newest run whose trainer is still alive, to pick up after the terminal was closed."""
+    def training_run(self) -> RunDir | None:
+        """The newest run whose trainer is alive, whichever screen shows it and whoever started it: one
+        run trains at a time, and quitting asks about it."""
         return next((run for run in iter_runs(self.runs_dir) if run.status() in ACTIVE_STATUSES), None)
 
     def named_screen(self, name: str) -> Screen[None]:
@@ -110,14 +110,17 @@ class MnistTuiApp(App[None]):
         else:
             self.action_show_help_panel()
 
-    @property
-    def run_active(self) -> bool:
-        return self.session is not None and self.training_screen.active
+    def refuse_while_training(self) -> bool:
+        """Say so and return True if a run is training: a second trainer would halve both."""
+        run = self.training_run()
+        if run is not None:
+            self.notify(f"Run {run.run_id} is training: stop it first (F6, Enter on it, then s twice).",
+                        title="One run at a time", severity="warning")
+        return run is not None
 
     def start_run(self, config: TrainConfig) -> None:
         """Start a trainer process for `config` and follow it on the training panel."""
-        if self.run_active:
-            self.notify(RUN_IN_PROGRESS, severity="warning")
+        if self.refuse_while_training():
             return
         try:
             session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
@@ -131,16 +134,16 @@ class MnistTuiApp(App[None]):
         """Show a run on the training panel: its history from the log, then live if it is still training.
 
         Looking at another run does not touch the one training: it goes on in its own process."""
-        if self.run_active and self.session is not None and self.session.run.path != run.path:
-            self.notify(f"Run {self.session.run.run_id} goes on training; Enter on it in Runs (F6) follows it "
-                        "again.", title="Still training")
+        training = self.training_run()
+        if training is not None and training.path != run.path:
+            self.notify(f"Run {training.run_id} goes on training; Enter on it in Runs (F6) follows it again.",
+                        title="Still training")
         self.follow(TrainingSession.attach(run))
         self.show_screen("training")
 
     def resume_run(self, run: RunDir) -> None:
         """Continue a stopped, failed or crashed run from its last.pt and follow it."""
-        if self.run_active:
-            self.notify(RUN_IN_PROGRESS, severity="warning")
+        if self.refuse_while_training():
             return
         try:
             session = TrainingSession.continue_run(run, self.data_dir, self.download)
@@ -173,17 +176,18 @@ class MnistTuiApp(App[None]):
         self.show_screen("settings")
 
     async def action_quit(self) -> None:
-        if not self.run_active:
+        run = self.training_run()
+        if run is None:
             self.exit()
             return
-        self.push_screen(quit_dialog(), self._quit_answered)
 
-    def _quit_answered(self, answer: str | None) -> None:
-        if answer == "stop" and self.session is not None:
-            self.session.stop()
-            self.exit()
-        elif answer == "leave":
-            self.exit()
+        def answered(answer: str | None) -> None:
+            if answer == "stop":
+                run.send("stop")
+            if answer in ("stop", "leave"):
+                self.exit()
+
+        self.push_screen(quit_dialog(run.run_id), answered)
 
     def _ask_to_stop(self) -> None:
         self.show_screen("training")

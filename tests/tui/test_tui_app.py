@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunPaused
-from mnist_tui.runs import RunDir
+from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
@@ -328,14 +328,37 @@ async def test_the_command_palette_stop_shows_the_training_panel_and_asks(tmp_pa
 async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
-        screen = app.training_screen
-        screen.state = "running"
-        app.session = object()  # type: ignore[assignment]
+        # A trainer this process stands in for: alive, and not the run the panel shows.
+        training = create_run(tmp_path / "runs", small_config())
         await pilot.press("ctrl+q")
         await pilot.pause()
-        assert "A run is still training" in str(app.screen.query_one(".question", Static).render())
+        assert f"Run {training.run_id} is still training" in str(app.screen.query_one(".question", Static).render())
         await pilot.press("escape")
         assert app.is_running
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#stop")
+        await pilot.pause()
+        assert json.loads(training.control_path.read_text()) == {"command": "stop"}
+        assert not app.is_running
+
+
+async def test_one_run_trains_at_a_time_whichever_run_the_panel_shows(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    finished = create_run(runs, small_config(epochs=2))
+    for event in run_events(str(finished.path)):
+        finished.append_event(event)
+    finished.set_status("completed")
+    app = make_app(tmp_path / "data", runs)
+    async with app.run_test(size=SIZE) as pilot:
+        training = create_run(runs, small_config())  # alive: this process stands in for its trainer
+        app.attach_run(finished)
+        await wait_for(pilot, lambda: app.training_screen.state == "completed")
+        assert any(f"Run {training.run_id} goes on training" in n.message for n in app._notifications)
+        app.start_run(small_config())
+        await pilot.pause()
+        assert any(f"Run {training.run_id} is training: stop it first" in n.message for n in app._notifications)
+        assert sorted(p.name for p in runs.iterdir()) == sorted([finished.run_id, training.run_id])
 
 
 async def wait_for(pilot: Pilot[None], condition: Callable[[], bool], seconds: float = 30.0) -> None:
@@ -385,13 +408,10 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         assert isinstance(app.screen, SettingsScreen)
         assert app.screen.query_one("#input-lr", Input).value == "0.01"
 
-        # Another run is training: looking at this one is fine, and says the other goes on.
-        app.session, app.training_screen.state = RecordingSession(), "running"  # type: ignore[assignment]
         await pilot.press("f6")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.training_screen.state == "completed")
         assert isinstance(app.screen, TrainingScreen) and app.session is not None and app.session.run.path == run.path
-        assert any("Run demo goes on training" in n.message for n in app._notifications)
 
         await pilot.press("f6")
         await pilot.press("d")
@@ -478,7 +498,6 @@ def test_runs_chart_legend_names_a_run_without_its_date() -> None:
 async def test_attach_opens_the_dashboard_on_a_finished_run(tmp_path: Path) -> None:
     from mnist_tui.__main__ import build_parser
     from mnist_tui.__main__ import make_app as make_cli_app
-    from mnist_tui.runs import create_run
 
     run = create_run(tmp_path / "runs", small_config(epochs=2))
     for event in run_events(str(run.path)):

@@ -291,9 +291,13 @@ class SettingsScreen(Screen[None]):
         self._set_devices([*self.devices, *(d for d in extra if d not in self.devices)])
 
     def _set_devices(self, devices: list[str]) -> None:
+        """New choices, the same value: quietly, so a mark on the field (no CUDA here) stays."""
+        if devices == self.devices:
+            return
         select = self.query_one("#input-device", Select)
         current = select.value
         self.devices = devices
-        select.set_options([(d, d) for d in devices])
-        select.value = current
+        with self.prevent(Select.Changed):
+            select.set_options([(d, d) for d in devices])
+            select.value = current
 
