@@ -15,7 +15,7 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
-from mnist_tui.events import RunFailed, RunPaused
+from mnist_tui.events import RunFailed, RunFinished, RunPaused
 from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
@@ -184,17 +184,51 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         screen.pending.append(RunPaused(1, 5))
         await pilot.pause(0.2)
         assert screen.state == "paused"
+        stats = str(screen.query_one("#run-stats", Static).render())
+        assert "- samples/s" in stats and "training 0:00:00" in stats  # 0.25 s into the epoch
+        assert "eta -" in str(screen.query_one("#run-eta", Static).render())
 
         screen.pending.extend(events[6:])
         await pilot.pause(0.2)
         assert screen.state == "completed"
+        stats = str(screen.query_one("#run-stats", Static).render())
+        assert "50,000 samples/s" in stats and "training 0:00:02" in stats  # two epochs of 1.2 s
+        assert str(screen.query_one("#run-eta", Static).render()) == "2/2"
         run_bar = screen.query_one("#run-bar", ProgressBar)
         assert run_bar.progress == run_bar.total == 20
         assert screen.best is not None and screen.best.epoch == 2
         log_text = "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)
-        assert "val acc 94.31%" in log_text and "completed" in log_text
+        assert "(val 94.31%)" in log_text and "completed" in log_text
         loss_chart = screen.query_one("#loss-chart")
         assert len(loss_chart.train.xs) == 20 and loss_chart.val_loss == [0.25, 0.125]  # type: ignore[attr-defined]
+
+
+async def test_a_run_stopped_mid_epoch_keeps_its_time_and_shows_no_eta(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.training_screen
+        screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
+        await pilot.press("f3")
+        events = run_events(steps=100)
+        screen.pending.extend([*events[:51], RunFinished("stopped", "runs/demo", 0, 0, None, None, [], 3.0)])
+        await pilot.pause(0.2)
+        assert screen.state == "stopped"
+        stats = str(screen.query_one("#run-stats", Static).render())
+        assert "training 0:00:02" in stats and "- samples/s" in stats  # 50 steps of 0.05 s
+        assert str(screen.query_one("#epoch-eta", Static).render()) == "50/100"
+        log_text = "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)
+        assert "to evaluate its last.pt" in log_text
+
+
+async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.training_screen
+        screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
+        await pilot.press("f3")
+        screen.pending.append(RunFailed("dataset not found", "runs/demo"))
+        await pilot.pause(0.2)
+        assert "demo failed before training began" in str(screen.query_one("#run-title", Static).render())
 
 
 async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ class TrainingScreen(Screen[None]):
         self.epoch = 0
         self.step = 0
         self.samples_per_second = 0.0
+        self.last_epoch_throughput = 0.0
         self.lr: float | None = None
         self.epoch_elapsed = 0.0
         self.finished_seconds = 0.0
@@ -105,6 +106,7 @@ class TrainingScreen(Screen[None]):
         self.state, self.epoch, self.step, self.best, self.best_path = "starting", 0, 0, None, None
         self.epochs = self.steps = 0
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
+        self.last_epoch_throughput = 0.0
         self.stop_confirm_until, self.awaiting = 0.0, None
         self.description = f"Starting run {session.run.run_id}…"
         if self.is_mounted:
@@ -167,10 +169,14 @@ class TrainingScreen(Screen[None]):
                 self.best = event
                 accuracy_chart.best_epoch = event.epoch
             self.finished_seconds += event.epoch_seconds
-            mark = " [green]best[/]" if event.is_best else ""
-            log.write(f"epoch {event.epoch:>3}/{event.epochs}  loss {event.train_loss:.4f}  "
-                      f"acc {event.train_accuracy:.2%}  val loss {event.val_loss:.4f}  "
-                      f"val acc {event.val_accuracy:.2%}  {event.epoch_seconds:.1f}s{mark}")
+            self.epoch_elapsed = 0.0  # now counted in finished_seconds
+            self.last_epoch_throughput = event.samples_per_second
+            mark = "  [green]best[/]" if event.is_best else ""
+            # One line in 80 columns: a wrapped line would take a row of the five the log has there.
+            log.write(f"epoch {event.epoch:>{len(str(event.epochs))}}/{event.epochs}  "
+                      f"loss {event.train_loss:.4f} (val {event.val_loss:.4f})  "
+                      f"acc {event.train_accuracy:.2%} (val {event.val_accuracy:.2%})  "
+                      f"{event.epoch_seconds:.1f}s{mark}")
         elif isinstance(event, CheckpointSaved):
             if event.kind == "best":
                 self.best_path = Path(event.path)
@@ -186,11 +192,16 @@ class TrainingScreen(Screen[None]):
         elif isinstance(event, RunFinished):
             self.state = event.status
             self._answered("stop")
-            best = f"{event.best_val_accuracy:.2%} at epoch {event.best_epoch}" if event.best_val_accuracy else "-"
+            if event.best_val_accuracy is None:
+                best, evaluate = "-", "its last.pt"
+            else:
+                best, evaluate = f"{event.best_val_accuracy:.2%} at epoch {event.best_epoch}", "the best checkpoint"
             log.write(f"[b]{event.status}[/b] after {event.epochs_done} epoch(s) in "
                       f"{format_duration(event.duration)} (wall clock); best val accuracy {best}. "
-                      "Press [b]e[/b] to evaluate the best checkpoint.")
+                      f"Press [b]e[/b] to evaluate {evaluate}.")
         elif isinstance(event, RunFailed):
+            if not self.steps and self.session is not None:  # no RunStarted: it never began training
+                self.description = f"[b]{self.session.run.run_id}[/b] failed before training began"
             self.state = "failed"
             self._answered("stop")
             log.write(f"[red][b]failed:[/b] {event.message}[/]")
@@ -210,8 +221,10 @@ class TrainingScreen(Screen[None]):
             run_bar.update(total=self.epochs * self.steps, progress=done)
             epoch_bar.update(total=self.steps, progress=self.step)
             epoch_left, run_left = self._remaining(done)
-            self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}  eta {format_duration(run_left)}")
-            self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}  eta {format_duration(epoch_left)}")
+            run_eta = f"  eta {format_duration(run_left)}" if self.active else ""
+            epoch_eta = f"  eta {format_duration(epoch_left)}" if self.active else ""
+            self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}{run_eta}")
+            self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}{epoch_eta}")
         else:
             # Empty bars with no run; the moving "working" bar only while a trainer starts, since it redraws
             # many times a second.
@@ -223,16 +236,16 @@ class TrainingScreen(Screen[None]):
                  "completed": "[green]completed[/]", "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
         best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
         # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
-        trained = self.finished_seconds + self.epoch_elapsed if self.active else self.finished_seconds
+        trained = self.finished_seconds + self.epoch_elapsed
         lr = f"{self.lr:.2e}" if self.lr is not None else "-"
+        # Live while it runs; once it has ended, its last epoch's average; nothing while paused.
+        throughput = {"running": self.samples_per_second, "completed": self.last_epoch_throughput}.get(self.state)
+        speed = f"{throughput:,.0f}" if throughput else "-"
         self.query_one("#run-stats", Static).update(
-            f"{state} · {self.samples_per_second:,.0f} samples/s · training {format_duration(trained)}"
-            f" · lr {lr} · {best}")
+            f"{state} · {speed} samples/s · training {format_duration(trained)} · lr {lr} · {best}")
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
         """Seconds left in the epoch and the run, from the current throughput; None until it is known."""
-        if not self.active:
-            return 0.0, 0.0
         if self.samples_per_second <= 0 or self.state == "paused":
             return None, None
         per_step = self.batch_size / self.samples_per_second
