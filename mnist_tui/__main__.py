@@ -108,6 +108,7 @@ def build_parser() -> Parser:
     _add_locations(import_)
     import_.add_argument("source", type=Path, help="folder with the four IDX files, gzipped or not")
     import_.add_argument("--dataset", choices=CHOICES["dataset"], default="mnist")
+    import_.add_argument("--replace", action="store_true", help="overwrite different files already installed")
     return parser
 
 
@@ -296,7 +297,7 @@ def command_data(args: argparse.Namespace) -> int:
     from mnist_tui.data import DatasetError, import_idx_folder, resolve_data_dir
 
     try:
-        target = import_idx_folder(args.source, args.dataset, resolve_data_dir(args.data_dir))
+        target = import_idx_folder(args.source, args.dataset, resolve_data_dir(args.data_dir), args.replace)
     except DatasetError as error:
         raise UsageError(str(error)) from None
     except OSError as error:

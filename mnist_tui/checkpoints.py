@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from torch import nn
 
 from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
+from mnist_tui.control import temporary_beside
 from mnist_tui.data import first_line
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
 
@@ -59,7 +59,7 @@ class Checkpoint:
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(dict(payload), stream)

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Any
 
 
+def temporary_beside(path: Path) -> tuple[int, str]:
+    """A new file in `path`'s folder to write and then rename over `path`, with the permissions a plain
+    `open` would give (mkstemp's 0600 would hide checkpoints from teammates on a shared GPU box)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)
+    return handle, temporary
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = temporary_beside(path)
     with os.fdopen(handle, "w", encoding="utf-8") as stream:
         json.dump(data, stream, indent=2)
         stream.write("\n")

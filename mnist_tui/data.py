@@ -127,11 +127,12 @@ def read_idx(path: Path) -> IdxFile:
     return IdxFile(path, split, kind, count, data)
 
 
-def import_idx_folder(source: Path, dataset: str, root: Path) -> Path:
+def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = False) -> Path:
     """Check the four IDX files in `source` and lay them out where torchvision reads them.
 
     Every file is checked before anything is written, and files are written to a temporary folder and
-    renamed into place, so a refused or interrupted import leaves nothing half-written.
+    renamed into place, so a refused or interrupted import leaves nothing half-written. Different files
+    already in place are replaced only with `replace`: runs trained on them would silently change data.
 
     Returns:
         The folder the files now live in.
@@ -151,7 +152,14 @@ def import_idx_folder(source: Path, dataset: str, root: Path) -> Path:
         if images.count != labels.count:
             raise DatasetError(f"{images.path} holds {images.count} images but {labels.path} "
                                f"holds {labels.count} labels")
+        if images.count == 0:
+            raise DatasetError(f"{images.path}: holds no images")
     target = raw_folder(dataset, root)
+    differing = [name for name, idx in found.items() if (target / name).is_file()
+                 and (target / name).read_bytes() != idx.data]
+    if differing and not replace:
+        raise DatasetError(f"{target} already holds other {dataset} files ({', '.join(differing)}); "
+                           "check --dataset, or add --replace to overwrite them")
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target, prefix=".import-") as staging:
         for name, idx in found.items():

@@ -25,6 +25,7 @@ from mnist_tui.checkpoints import (
     save_checkpoint,
 )
 from mnist_tui.config import TrainConfig
+from mnist_tui.control import write_json_atomic
 from mnist_tui.models import build_model
 
 
@@ -45,6 +46,18 @@ def test_save_leaves_only_the_file(tmp_path: Path) -> None:
     save_checkpoint(path, {"a": torch.arange(3)})
     assert [p.name for p in path.parent.iterdir()] == ["best.pt"]
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.arange(3))
+
+
+
+def test_saved_files_get_the_permissions_a_plain_open_gives(tmp_path: Path) -> None:
+    """Not mkstemp's 0600: teammates on a shared GPU box read each other's checkpoints and runs."""
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "best.pt", {"a": torch.arange(3)})
+        write_json_atomic(tmp_path / "status.json", {"status": "running"})
+    finally:
+        os.umask(umask)
+    assert [(tmp_path / name).stat().st_mode & 0o777 for name in ("best.pt", "status.json")] == [0o644, 0o644]
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])

@@ -177,12 +177,17 @@ def test_import_mixed_gz_and_raw_into_other_dataset(tmp_path: Path, idx_folder: 
     assert len(datasets.FashionMNIST(str(root), train=False, download=False)) == TEST_SIZE
 
 
-def test_import_replaces_existing_files(tmp_path: Path, idx_folder: IdxFolder) -> None:
+def test_import_replaces_different_files_only_when_asked(tmp_path: Path, idx_folder: IdxFolder) -> None:
+    """Say Fashion-MNIST imported with the default --dataset mnist: runs would silently train on other data."""
     root = tmp_path / "datasets"
     idx_folder(tmp_path / "first", train_size=20, test_size=10)
     idx_folder(tmp_path / "second", train_size=30, test_size=10, seed=5)
     import_idx_folder(tmp_path / "first", "mnist", root)
-    import_idx_folder(tmp_path / "second", "mnist", root)
+    import_idx_folder(tmp_path / "first", "mnist", root)  # the same files again: nothing to replace
+    with pytest.raises(DatasetError, match=r"already holds other mnist files .*--replace"):
+        import_idx_folder(tmp_path / "second", "mnist", root)
+    assert len(load_split("mnist", True, root)) == 20
+    import_idx_folder(tmp_path / "second", "mnist", root, replace=True)
     assert len(load_split("mnist", True, root)) == 30
     assert [p.name for p in raw_folder("mnist", root).iterdir() if p.name.startswith(".")] == []
 
@@ -223,6 +228,12 @@ def test_import_refuses_count_mismatch(tmp_path: Path, idx_folder: IdxFolder) ->
     with pytest.raises(DatasetError, match=f"{TRAIN_SIZE} images but .* {TRAIN_SIZE - 1} labels"):
         import_idx_folder(source, "mnist", root)
     assert not raw_folder("mnist", root).exists() or list(raw_folder("mnist", root).iterdir()) == []
+
+
+def test_import_refuses_an_empty_split(tmp_path: Path, idx_folder: IdxFolder) -> None:
+    idx_folder(tmp_path / "download", train_size=0)
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte: holds no images"):
+        import_idx_folder(tmp_path / "download", "mnist", tmp_path / "datasets")
 
 
 def test_import_refuses_missing_file(tmp_path: Path, idx_folder: IdxFolder) -> None:
