@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -136,6 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Failure as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:  # the output's reader went away (`| head`): nothing more to say to it
+        quiet_stdout()
+        return EXIT_FAILURE
+    except KeyboardInterrupt:  # Ctrl+C before a run began (a run handles its own), or in a listing
+        print("mnist-tui: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone, or Python fails again flushing it at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def find_run(name: str, runs_dir: str | None) -> RunDir:
@@ -170,7 +183,7 @@ def command_train(args: argparse.Namespace) -> int:
     from mnist_tui.control import FileControl
     from mnist_tui.data import download_allowed, resolve_data_dir
     from mnist_tui.engine import train
-    from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed, dumps
+    from mnist_tui.events import Event, RunFailed, RunFinished, RunPaused, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter
     from mnist_tui.session import spawn_trainer
 
@@ -188,11 +201,11 @@ def command_train(args: argparse.Namespace) -> int:
             resume = load_checkpoint(run.path / "last.pt")
         except CheckpointError as error:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
-        config = run.config()
+        config = run_config(run)
         run.send("run")  # the stop that ended it must not end the continuation
     elif args.run_dir is not None:
         run = RunDir(args.run_dir)
-        config = run.config()
+        config = run_config(run)
     else:
         config = config_from_args(args)
         try:  # before the run folder exists: a device this machine lacks is a usage error, not a failed run
@@ -217,6 +230,15 @@ def command_train(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt
         control.stop()
 
+    def show(event: Event) -> None:
+        try:
+            if reporter is None:
+                print(dumps(event), flush=True)
+            else:
+                reporter.show(event)
+        except BrokenPipeError:  # whoever read the output went away (`| head`); the run goes on
+            quiet_stdout()
+
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     reporter = None if args.json else ConsoleReporter(config)
@@ -230,28 +252,35 @@ def command_train(args: argparse.Namespace) -> int:
                 run.set_status("paused" if isinstance(event, RunPaused) else "running")
             if isinstance(event, RunFinished | RunFailed):
                 outcome = event
-            if reporter is None:
-                print(dumps(event), flush=True)
-            else:
-                reporter.show(event)
+            show(event)
     except (Exception, KeyboardInterrupt) as error:
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
         outcome = RunFailed(f"trainer crashed: {message}", str(run.path))
         run.append_event(outcome)
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
-        if reporter is not None:
-            reporter.show(outcome)
+        show(outcome)
     finally:
+        # The run has ended: a Ctrl+C from here on only interrupts the exit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if reporter is not None:
             reporter.close()
     if isinstance(outcome, RunFinished):
         run.set_status(outcome.status)
         return 0
     run.set_status("failed")
-    if isinstance(outcome, RunFailed) and reporter is None:
+    if isinstance(outcome, RunFailed):
         print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def run_config(run: RunDir) -> TrainConfig:
+    """A run's saved settings; UsageError, naming the file, if they are unreadable or invalid."""
+    try:
+        return run.config()
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{run.path / 'config.json'}: {error}") from None
 
 
 def command_eval(args: argparse.Namespace) -> int:

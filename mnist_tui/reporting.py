@@ -99,8 +99,7 @@ class ConsoleReporter:
                 f"final {format_percent(event.final_val_accuracy)}")
             self.console.print(f"run folder: {event.run_dir}")
         elif isinstance(event, RunFailed):
-            self.close()
-            self.console.print(f"[red]failed:[/] {event.message}")
+            self.close()  # the CLI says why on stderr
 
     def _started(self, event: RunStarted) -> None:
         self.steps = event.steps_per_epoch

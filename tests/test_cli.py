@@ -263,16 +263,34 @@ def test_data_import_refuses_a_bad_folder(cli: Cli, idx_folder: Callable[..., di
     assert not (tmp_path / "datasets" / "MNIST" / "raw").exists()
 
 
-def test_missing_dataset_without_download(tmp_path: Path) -> None:
+def test_a_reader_that_goes_away_does_not_stop_the_run(synthetic_root: Path, tmp_path: Path) -> None:
+    """`mnist-tui train --json | head -2`: the pipe closes, the run goes on to the end."""
+    env = dict(os.environ, MNIST_TUI_NO_DOWNLOAD="1", PYTHONPATH=str(REPO_ROOT))
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "mnist_tui", "train", *FAST, "--batch-size", "2", "--json", "--data-dir",
+         str(synthetic_root), "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO_ROOT)
+    assert trainer.stdout is not None and trainer.stderr is not None
+    assert json.loads(trainer.stdout.readline())["event"] == "run_started"
+    trainer.stdout.close()
+    assert trainer.wait(timeout=120) == 0
+    assert "Traceback" not in trainer.stderr.read().decode()
+    [run] = (tmp_path / "runs").iterdir()
+    assert RunDir(run).status() == "completed"
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]])
+def test_missing_dataset_without_download(tmp_path: Path, output: list[str]) -> None:
     result = run_module("train", "--epochs", "1", "--device", "cpu", "--no-download",
-                        "--data-dir", tmp_path / "no-data", "--runs-dir", tmp_path / "runs", "--json")
+                        "--data-dir", tmp_path / "no-data", "--runs-dir", tmp_path / "runs", *output)
     assert result.code == 1
     assert "Traceback" not in result.err
     message = result.err.strip().splitlines()[-1]
     assert message.startswith("mnist-tui: run failed: dataset not found and downloads are off")
     assert "mnist-tui data import" in message
     assert str((tmp_path / "no-data" / "MNIST" / "raw").absolute()) in message
-    failed = [json.loads(line) for line in result.out.splitlines()][-1]
-    assert failed["event"] == "run_failed"
+    if output:
+        failed = [json.loads(line) for line in result.out.splitlines()][-1]
+        assert failed["event"] == "run_failed"
     [run] = (tmp_path / "runs").iterdir()
     assert RunDir(run).status() == "failed"

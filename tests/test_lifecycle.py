@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import small_config
+import pytest
+from conftest import Trained, small_config
 
 from mnist_tui.checkpoints import load_checkpoint
 from mnist_tui.config import save_config
@@ -117,6 +119,19 @@ def test_resume_refuses_a_run_that_is_still_live_or_unknown(runs_dir: Path) -> N
     run.set_status("running")  # this test process is alive, so the run counts as live
     assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 2
     assert main(["train", "--resume", "no-such-run", "--runs-dir", str(runs_dir)]) == 2
+
+
+def test_resume_names_a_damaged_config_file(trained: Trained, runs_dir: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_tui.__main__ import main
+
+    run = RunDir(runs_dir / "damaged")
+    shutil.copytree(trained.run_dir, run.path)
+    run.set_status("stopped")
+    (run.path / "config.json").write_text("{")
+    assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"mnist-tui: error: {run.path / 'config.json'}: Expecting property name")
 
 
 def test_resume_detached_continues_in_the_background(synthetic_root: Path, runs_dir: Path, tmp_path: Path) -> None:
