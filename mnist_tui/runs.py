@@ -81,17 +81,28 @@ class RunDir:
         return TrainConfig.from_mapping(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
 
     def append_event(self, event: Event) -> None:
-        """Append one line and flush it, so followers see whole lines as soon as they exist."""
-        with open(self.events_path, "a", encoding="utf-8") as stream:
-            stream.write(dumps(event) + "\n")
+        """Append one line and flush it, so followers see whole lines as soon as they exist. A line a
+        killed trainer left half-written is ended first, so it spoils only itself."""
+        line = (dumps(event) + "\n").encode("utf-8")
+        with open(self.events_path, "ab+") as stream:
+            end = stream.seek(0, os.SEEK_END)
+            if end and (stream.seek(end - 1), stream.read(1))[1] != b"\n":
+                line = b"\n" + line
+            stream.write(line)
 
     def read_events(self) -> list[Event]:
         """The events logged so far. A last line without its newline is still being written and is left
-        for the next read; a complete line that does not parse raises ValueError."""
+        for the next read; a line that does not parse (cut short by a crash, edited by hand) is skipped,
+        as the dashboard does, rather than costing the run its whole history."""
         if not self.events_path.exists():
             return []
-        complete = self.events_path.read_text(encoding="utf-8").split("\n")[:-1]
-        return [from_json(json.loads(line)) for line in complete if line.strip()]
+        events = []
+        for line in self.events_path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]:
+            try:
+                events.append(from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return events
 
     def epoch_events(self) -> list[EpochEnded]:
         return [e for e in self.read_events() if isinstance(e, EpochEnded)]

@@ -99,6 +99,17 @@ def test_append_and_read_events(runs_dir: Path) -> None:
     assert all(json.loads(line)["event"] for line in lines)
 
 
+def test_a_damaged_log_loses_only_its_damaged_lines(runs_dir: Path) -> None:
+    run = create_run(runs_dir, CONFIG)
+    run.append_event(SAMPLE_EVENTS[0])
+    with open(run.events_path, "a", encoding="utf-8") as stream:
+        stream.write('{"event": "from_a_later_version"}\nnot json\n{"event": "epoch_ended", "ep')  # then killed
+    for event in SAMPLE_EVENTS[1:]:  # a resumed trainer appends on
+        run.append_event(event)
+    assert run.read_events() == SAMPLE_EVENTS
+    assert summarize(run).status != "unreadable"
+
+
 def test_status_running_while_the_process_lives(runs_dir: Path) -> None:
     run = create_run(runs_dir, CONFIG)
     run.set_status("running")
