@@ -3,12 +3,13 @@
     runs/<run-id>/
         config.json     the TrainConfig the run was started with
         events.jsonl    one JSON event per line, appended as they happen (see events.py)
-        status.json     {"status": ..., "pid": ..., "updated": ...}, rewritten atomically
+        status.json     {"status": ..., "pid": ..., "pid_started": ..., "updated": ...}, rewritten atomically
         control.json    {"command": "run" | "pause" | "stop"}, written by whoever steers the run
         trainer.log     stderr of a trainer started in the background (tracebacks, if it crashed)
         last.pt, best.pt
 
-A run whose status says `running` but whose process is gone is reported as `crashed`.
+A run whose status says `running` but whose process is gone (or whose pid now names a process that started
+later) is reported as `crashed`.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def process_alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def process_start_time(pid: int) -> str | None:
+    """When the process started (clock ticks since boot), where /proc tells: with its pid it names one
+    process, even after the pid is reused (a reboot, a long-lived box)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -108,8 +119,9 @@ class RunDir:
         return [e for e in self.read_events() if isinstance(e, EpochEnded)]
 
     def set_status(self, status: str, pid: int | None = None) -> None:
+        pid = pid if pid is not None else os.getpid()
         write_json_atomic(self.path / "status.json", {
-            "status": status, "pid": pid if pid is not None else os.getpid(),
+            "status": status, "pid": pid, "pid_started": process_start_time(pid),
             "updated": dt.datetime.now().isoformat(timespec="seconds")})
 
     def _status_record(self) -> dict[str, Any]:
@@ -128,10 +140,18 @@ class RunDir:
 
     def status(self) -> str:
         """The recorded status, with `crashed` for an active run whose process is gone."""
-        status = str(self._status_record().get("status", "unknown"))
-        if status in ACTIVE_STATUSES and not process_alive(self.recorded_pid()):
+        record = self._status_record()
+        status = str(record.get("status", "unknown"))
+        if status in ACTIVE_STATUSES and not self._trainer_alive(record):
             return "crashed"
         return status
+
+    def _trainer_alive(self, record: dict[str, Any]) -> bool:
+        pid = self.recorded_pid()
+        if not process_alive(pid):
+            return False
+        started = record.get("pid_started")
+        return started is None or process_start_time(pid) in (None, started)
 
     def send(self, command: str) -> None:
         """Ask the run's trainer to `run`, `pause` or `stop`; it acts within about a tenth of a second."""

@@ -125,6 +125,17 @@ def test_status_crashed_when_the_process_is_gone(runs_dir: Path, status: str) ->
     assert run.status() == "crashed"
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_status_crashed_when_the_pid_now_names_another_process(runs_dir: Path) -> None:
+    """After a reboot the pid a trainer had may belong to another process: its start time tells them apart."""
+    run = create_run(runs_dir, CONFIG)
+    run.set_status("running")
+    record = json.loads((run.path / "status.json").read_text())
+    record["pid_started"] = str(int(record["pid_started"]) - 1)
+    (run.path / "status.json").write_text(json.dumps(record))
+    assert run.status() == "crashed"
+
+
 @pytest.mark.parametrize("status", ["completed", "stopped", "failed"])
 def test_final_status_is_kept_after_the_process_ends(runs_dir: Path, status: str) -> None:
     run = create_run(runs_dir, CONFIG)
