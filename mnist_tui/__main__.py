@@ -95,7 +95,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
     evaluate.add_argument("--dataset", choices=CHOICES["dataset"], help="evaluate on another dataset")
     evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--mistakes", type=int, default=10, help="how many misclassified samples to list")
+    evaluate.add_argument("--mistakes", type=int, help="how many misclassified samples to list, most confident "
+                          "first (default: 10 in the table, all with --json)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     runs = commands.add_parser("runs", help="list runs with status, model, epochs and best accuracy")
@@ -293,7 +294,7 @@ def command_eval(args: argparse.Namespace) -> int:
     device_problem = check_device(args.device)
     if device_problem:
         raise UsageError(device_problem)
-    if args.mistakes < 0:
+    if args.mistakes is not None and args.mistakes < 0:
         raise UsageError(f"--mistakes must be 0 or more, got {args.mistakes}")
     try:
         checkpoint = load_checkpoint(args.checkpoint)
@@ -305,9 +306,9 @@ def command_eval(args: argparse.Namespace) -> int:
     except (DatasetError, DeviceError) as error:
         raise Failure(str(error)) from None
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(result.to_json(args.mistakes)))
     else:
-        print_evaluation(result, checkpoint, args.mistakes)
+        print_evaluation(result, checkpoint, 10 if args.mistakes is None else args.mistakes)
     return 0
 
 

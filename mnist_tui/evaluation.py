@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +66,22 @@ class EvaluationResult:
     """uint8 (len(mistakes), 28, 28), in the order of `mistakes`."""
     seconds: float
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, mistakes: int | None = None) -> dict[str, object]:
+        """Plain JSON (a NaN from a diverged model becomes null), with the first `mistakes` misclassified
+        samples, most confident first, or all of them."""
         return {
             "checkpoint": self.checkpoint, "dataset": self.dataset, "split": self.split,
-            "samples": self.samples, "loss": self.loss, "accuracy": self.accuracy,
+            "samples": self.samples, "loss": finite_or_none(self.loss), "accuracy": self.accuracy,
             "confusion_matrix": self.confusion_matrix,
             "per_class": [vars(score) for score in self.per_class],
-            "misclassified": [vars(mistake) for mistake in self.mistakes],
+            "misclassified": [dict(vars(mistake), confidence=finite_or_none(mistake.confidence))
+                              for mistake in self.mistakes[:mistakes]],
             "seconds": self.seconds,
         }
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, class_names: tuple[str, ...]

@@ -187,6 +187,18 @@ def test_eval_json(cli: Cli, trained: Trained) -> None:
     assert data["accuracy"] == sum(data["confusion_matrix"][i][i] for i in range(10)) / TEST_SIZE
     assert [c["label"] for c in data["per_class"]] == [str(d) for d in range(10)]
     assert len(data["misclassified"]) == TEST_SIZE - sum(data["confusion_matrix"][i][i] for i in range(10))
+    first = cli("eval", trained.best, "--data-dir", trained.data_root, "--device", "cpu", "--json", "--mistakes", "2")
+    assert json.loads(first.out)["misclassified"] == data["misclassified"][:2]
+
+
+def test_eval_json_of_a_diverged_model_is_valid_json(cli: Cli, trained: Trained, tmp_path: Path) -> None:
+    state = torch.load(trained.best, weights_only=True)["model_state"]
+    state["lr3.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "diverged.pt")
+    result = cli("eval", tmp_path / "diverged.pt", "--data-dir", trained.data_root, "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert data["loss"] is None
 
 
 def test_eval_train_split_as_tables(cli: Cli, trained: Trained) -> None:
