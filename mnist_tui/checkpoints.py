@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -134,7 +135,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle draws a two-line warning; the error below says it all
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{path}: {_unpickling_reason(str(error))}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, UnicodeDecodeError,
@@ -182,7 +185,10 @@ def _unpickling_reason(message: str) -> str:
     if match is None:
         return "not a readable PyTorch file (corrupt, or not a checkpoint)"
     name = match.group(1)
-    if name.split(".")[0] in CODE_RUNNING_MODULES:
+    # A pickled model needs classes (MnistModel, torch.nn...Linear); a function (eval, pdb.run) or a module
+    # that runs things means code. torch names builtins without their module.
+    module, _, attribute = name.rpartition(".")
+    if not module or module.split(".")[0] in CODE_RUNNING_MODULES or not attribute[:1].isupper():
         return (f"refused: loading it would call {name}, which runs code; a checkpoint never needs that "
                 "(this file may be malicious)")
     return f"{WHOLE_MODEL_HINT} (loading would import {name})"
