@@ -285,15 +285,20 @@ def run_config(run: RunDir) -> TrainConfig:
 
 
 def command_eval(args: argparse.Namespace) -> int:
-    from mnist_tui.batches import DeviceError
+    from mnist_tui.batches import DeviceError, resolve_device
     from mnist_tui.checkpoints import CheckpointError, load_checkpoint
     from mnist_tui.data import DatasetError, download_allowed, resolve_data_dir
     from mnist_tui.evaluation import evaluate
     from mnist_tui.reporting import print_evaluation
 
+    args.device = args.device.strip().lower()  # as a settings field is read
     device_problem = check_device(args.device)
     if device_problem:
         raise UsageError(device_problem)
+    try:  # a device this machine lacks is a usage error, as for train
+        resolve_device(args.device)
+    except DeviceError as error:
+        raise UsageError(str(error)) from None
     if args.mistakes is not None and args.mistakes < 0:
         raise UsageError(f"--mistakes must be 0 or more, got {args.mistakes}")
     try:

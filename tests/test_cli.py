@@ -177,6 +177,14 @@ def test_a_device_this_machine_lacks_is_a_usage_error_and_leaves_no_run(cli: Cli
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_eval_reads_a_device_as_train_does(cli: Cli, trained: Trained) -> None:
+    assert cli("eval", trained.best, "--data-dir", trained.data_root, "--device", " CPU").code == 0
+    result = cli("eval", trained.best, "--data-dir", trained.data_root, "--device", "cuda")
+    assert result.code == 2
+    assert result.err.strip() == "mnist-tui: error: device cuda asked for, but CUDA is not available on this machine"
+
+
 def test_eval_json(cli: Cli, trained: Trained) -> None:
     result = cli("eval", trained.best, "--data-dir", trained.data_root, "--device", "cpu", "--json")
     assert result.code == 0, result.err
