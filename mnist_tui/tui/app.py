@@ -35,10 +35,10 @@ class MnistTuiApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "mnist-tui"
     BINDINGS = [
-        Binding("f2", "show('settings')", "Settings"),
-        Binding("f3", "show('training')", "Training"),
-        Binding("f4", "show('evaluation')", "Evaluation"),
-        Binding("f6", "show('runs')", "Runs"),
+        Binding("f2", "show('settings')", "Settings", show=False),
+        Binding("f3", "show('training')", "Training", show=False),
+        Binding("f4", "show('evaluation')", "Evaluation", show=False),
+        Binding("f6", "show('runs')", "Runs", show=False),
         Binding("question_mark", "toggle_keys", "Keys"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]

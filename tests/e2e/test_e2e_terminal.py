@@ -63,7 +63,7 @@ def terminal(synthetic_root: Path, runs_dir: Path, tmp_path: Path) -> Iterator[T
 
 
 def test_train_one_epoch_then_evaluate_it_with_the_keyboard(terminal: Terminal, runs_dir: Path) -> None:
-    terminal.wait_for(lambda s: "settings" in s and "Start" in s, "the settings pane", seconds=30)
+    terminal.wait_for(lambda s: "F2 Settings" in s and "Start" in s, "the settings pane", seconds=30)
     # The device line fills in once torch is imported in the background: by then the app is idle.
     terminal.wait_for(lambda s: "Device: auto →" in s, "the device probe", seconds=60)
     terminal.keys("Tab", "Tab", "Tab")  # model -> dataset -> batch size -> epochs

@@ -270,7 +270,7 @@ async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(train
         torch.save(torch.load(trained.best, weights_only=True)["model_state"], bare)
         evaluated = screen.result
         screen.evaluate(bare)
-        await wait_for(pilot, lambda: screen.result is not evaluated)
+        await wait_for(pilot, lambda: screen.result is not None and screen.result is not evaluated)
         summary = str(screen.query_one("#eval-summary", Static).render())
         assert str(bare) in summary and "bare state_dict: the model's standard preprocessing assumed" in summary
 
@@ -375,6 +375,21 @@ async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
         await pilot.pause()
         assert json.loads(training.control_path.read_text()) == {"command": "stop"}
         assert not app.is_running
+
+
+async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = create_run(runs, small_config(epochs=2))  # alive: this process stands in for its trainer
+    app = make_app(tmp_path / "data", runs)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6")
+        table = app.screen.query_one(DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1 and "starting" in str(table.get_row_at(0)[1]))
+        for event in run_events(str(run.path)):
+            run.append_event(event)
+        run.set_status("completed")
+        await wait_for(pilot, lambda: "completed" in str(table.get_row_at(0)[1]), seconds=10)
+        assert str(table.get_row_at(0)[4]) == "2/2"
 
 
 async def test_one_run_trains_at_a_time_whichever_run_the_panel_shows(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Static
+from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog
 from mnist_tui.tui.widgets.digit import DigitImage
+from mnist_tui.tui.widgets.tabs import ScreenTabs
 
 if TYPE_CHECKING:
     from mnist_tui.checkpoints import CheckpointInfo
@@ -76,11 +77,11 @@ class EvaluationScreen(Screen[None]):
     """Checkpoints of every run, and the full evaluation of the chosen one."""
 
     BINDINGS = [
-        Binding("r", "refresh", "Refresh", tooltip="Refresh the checkpoint list"),
-        Binding("o", "browse", "Browse", tooltip="Browse for a .pt or .pth file"),
-        Binding("slash", "type_path", "Path", tooltip="Type the path of a checkpoint file"),
-        Binding("right_square_bracket", "page(1)", "Next page", tooltip="Next page of misclassified digits"),
-        Binding("left_square_bracket", "page(-1)", "Prev page", tooltip="Previous page of misclassified digits"),
+        Binding("r", "refresh", "Refresh", tooltip="the checkpoint list"),
+        Binding("o", "browse", "Browse", tooltip="for a .pt or .pth file"),
+        Binding("slash", "type_path", "Path", tooltip="of a checkpoint file, typed in"),
+        Binding("right_square_bracket", "page(1)", "Next page", tooltip="of misclassified digits"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", tooltip="of misclassified digits"),
     ]
 
     def __init__(self, runs_dir: Path, data_dir: Path, download: bool) -> None:
@@ -95,11 +96,10 @@ class EvaluationScreen(Screen[None]):
         self.current: Path | None = None
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ScreenTabs("evaluation")
         with Horizontal(id="eval-top"):
             yield Label("Checkpoint file:", id="path-label")
-            yield Input(placeholder="type a path and press Enter, or pick from the list (o: browse)",
-                        id="checkpoint-path")
+            yield Input(placeholder="type a path + Enter, or pick below (o: browse)", id="checkpoint-path")
         yield DataTable(id="checkpoints", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="eval-progress"):
             yield Static("", id="eval-status")
@@ -160,7 +160,11 @@ class EvaluationScreen(Screen[None]):
                               local_time(item.created))
             self.paths.append(path)
         if not found:
-            table.add_row(f"no checkpoints in {self.runs_dir} yet", "", "", "", "", "", "")
+            table.add_row("none yet", "", "", "", "", "", "")
+            if self.result is None and self.current is None:
+                self.query_one("#eval-summary", Static).update(
+                    f"No checkpoints in {escape(str(self.runs_dir))} yet: train a run (F2), or open any .pt "
+                    "file with / or o.")
         elif self.current is not None and self._row_of(self.current) is not None:
             table.move_cursor(row=self._row_of(self.current))
         elif cursor < len(found):
@@ -206,9 +210,20 @@ class EvaluationScreen(Screen[None]):
         row = self._row_of(path)
         if row is not None:
             self.query_one("#checkpoints", DataTable).move_cursor(row=row)
-        self.query_one("#eval-status", Static).update(f"Evaluating {path} on the test set…")
+        typed = self.query_one("#checkpoint-path", Input)
+        if typed.value.strip() and expand_path(typed.value.strip()) != path:
+            typed.value = ""  # it named another file: the summary below names this one
+        self._clear_results()
+        self.query_one("#eval-status", Static).update(f"Evaluating {escape(path.name)} on the test set…")
         self.query_one("#eval-progress").display = True
         self._evaluate(path)
+
+    def _clear_results(self) -> None:
+        """Blank the last result, so it is never read as the one being worked out or refused."""
+        self.result = None
+        for widget_id in ("#eval-summary", "#confusion", "#per-class", "#gallery-title"):
+            self.query_one(widget_id, Static).update("")
+        self.query_one("#gallery").remove_children()
 
     @work(thread=True, exclusive=True, group="evaluate")
     def _evaluate(self, path: Path) -> None:
@@ -233,11 +248,8 @@ class EvaluationScreen(Screen[None]):
 
     def _show_error(self, message: str) -> None:
         self.query_one("#eval-progress").display = False
-        self.result = None
+        self._clear_results()
         self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
-        for widget_id in ("#confusion", "#per-class", "#gallery-title"):
-            self.query_one(widget_id, Static).update("")
-        self.query_one("#gallery").remove_children()
         self.notify(message, title="Cannot evaluate", severity="error", timeout=8)
 
     def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False) -> None:

@@ -4,29 +4,32 @@ from __future__ import annotations
 
 import shutil
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Static
 
 from mnist_tui.reporting import format_duration, format_percent, styled_status
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, RunSummary, list_runs
 from mnist_tui.tui.screens.dialogs import ChoiceDialog
 from mnist_tui.tui.widgets.charts import RunsChart
+from mnist_tui.tui.widgets.tabs import ScreenTabs
 
 RESUMABLE = ("stopped", "failed", "crashed")
+LIVE_REFRESH_SECONDS = 2.0
 
 
 class RunsScreen(Screen[None]):
     """All runs in the runs folder, newest first; the cursor row's curve is drawn, or the marked ones'."""
 
     BINDINGS = [
-        Binding("space", "mark", "Mark", tooltip="Mark runs to overlay their validation curves"),
-        Binding("u", "resume", "Resume", tooltip="Resume a stopped, failed or crashed run from its last.pt"),
-        Binding("c", "clone", "Clone", tooltip="Clone the run's settings into Settings for a new run"),
-        Binding("d", "delete", "Delete", tooltip="Delete the run and its checkpoints (asks first)"),
+        Binding("space", "mark", "Mark", tooltip="runs to overlay their validation curves"),
+        Binding("u", "resume", "Resume", tooltip="a stopped, failed or crashed run from its last.pt"),
+        Binding("c", "clone", "Clone", tooltip="its settings into Settings for a new run"),
+        Binding("d", "delete", "Delete", tooltip="the run and its checkpoints (asks first)"),
         Binding("r", "refresh", "Refresh"),
     ]
 
@@ -36,7 +39,7 @@ class RunsScreen(Screen[None]):
         self.marked: set[str] = set()
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ScreenTabs("runs")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-detail")
         yield RunsChart(id="runs-chart")
@@ -44,10 +47,16 @@ class RunsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "mnist-tui · runs"
-        self.query_one(DataTable).add_columns(" ", "run", "status", "model", "dataset", "epochs", "best", "time")
+        self.query_one(DataTable).add_columns("run", "status", "model", "dataset", "epochs", "best", "time")
+        self.set_interval(LIVE_REFRESH_SECONDS, self._refresh_while_training)
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
+
+    def _refresh_while_training(self) -> None:
+        """Keep a training run's row moving, and catch it ending, while this screen is shown."""
+        if self.is_current and any(s.status in ACTIVE_STATUSES for s in self.summaries):
+            self._load()
 
     def action_refresh(self) -> None:
         self._load()
@@ -63,8 +72,8 @@ class RunsScreen(Screen[None]):
         self.summaries = summaries
         self.query_one(RunsChart).curves = {s.run_id: s.val_accuracies for s in summaries}
         for s in summaries:
-            table.add_row("✓" if s.run_id in self.marked else " ", s.run_id, styled_status(s.status), s.model,
-                          s.dataset, f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy),
+            table.add_row(self._run_cell(s.run_id), styled_status(s.status), s.model, s.dataset,
+                          f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy),
                           format_duration(s.duration))
         if not summaries:
             self.query_one("#runs-detail", Static).update(
@@ -103,8 +112,12 @@ class RunsScreen(Screen[None]):
             return
         self.marked ^= {run.run_id}
         table = self.query_one(DataTable)
-        table.update_cell_at(Coordinate(table.cursor_row, 0), "✓" if run.run_id in self.marked else " ")
+        table.update_cell_at(Coordinate(table.cursor_row, 0), self._run_cell(run.run_id))
         self._redraw_chart()
+
+    def _run_cell(self, run_id: str) -> Text:
+        """A marked run's id is lit rather than given a column of its own: 80 columns hold the table."""
+        return Text(run_id, style="bold reverse" if run_id in self.marked else "")
 
     @on(DataTable.RowSelected)
     def action_open(self) -> None:

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
 from mnist_tui.config import (
     CHOICES,
@@ -26,6 +26,7 @@ from mnist_tui.config import (
 )
 from mnist_tui.data import dataset_present, raw_folder
 from mnist_tui.tui.paths import expand_path
+from mnist_tui.tui.widgets.tabs import ScreenTabs
 
 PRESETS: dict[str, TrainConfig] = {
     "tutorial": TrainConfig.defaults_for("mlp"),
@@ -56,11 +57,11 @@ class SettingsScreen(Screen[None]):
     """Set up a run. F5 starts it; presets, save and load are a key away."""
 
     BINDINGS = [
-        Binding("f5", "start", "Start", tooltip="Start training with these settings"),
-        Binding("ctrl+t", "preset('tutorial')", "Tutorial", tooltip="The tutorial's settings"),
-        Binding("ctrl+n", "preset('fast-cnn')", "CNN", tooltip="The fast CNN's settings"),
-        Binding("ctrl+s", "save", "Save", tooltip="Save the settings to the file named in the side panel"),
-        Binding("ctrl+o", "load", "Load", tooltip="Load the settings from the file named in the side panel"),
+        Binding("f5", "start", "Start", tooltip="training with these settings"),
+        Binding("ctrl+t", "preset('tutorial')", "Tutorial", tooltip="preset: the MLP, as the tutorial trains it"),
+        Binding("ctrl+n", "preset('fast-cnn')", "CNN", tooltip="preset: the small convnet, 3 epochs to 99.3%"),
+        Binding("ctrl+s", "save", "Save", tooltip="the settings to the file named in the side panel"),
+        Binding("ctrl+o", "load", "Load", tooltip="the settings from the file named in the side panel"),
     ]
 
     def __init__(self, data_dir: Path, download: bool) -> None:
@@ -71,7 +72,7 @@ class SettingsScreen(Screen[None]):
         self.model = TrainConfig.model
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ScreenTabs("settings")
         with Horizontal(id="settings-body"):
             with VerticalScroll(id="settings-form", can_focus=False):
                 for f in fields(TrainConfig):

@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
+from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 
 from mnist_tui.events import (
     BatchProgress,
@@ -30,6 +30,7 @@ from mnist_tui.events import (
 from mnist_tui.reporting import format_duration
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
+from mnist_tui.tui.widgets.tabs import ScreenTabs
 
 STOP_CONFIRM_SECONDS = 3.0
 """How long after a first `s` a second one stops the run."""
@@ -39,10 +40,10 @@ class TrainingScreen(Screen[None]):
     """Watch and steer the current run."""
 
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause", tooltip="Pause or resume, between two batches"),
-        Binding("s", "stop", "Stop", tooltip="Stop the run: press twice; it saves last.pt"),
-        Binding("e", "evaluate_best", "Evaluate", tooltip="Evaluate the run's best checkpoint"),
-        Binding("n", "new_run", "New run", tooltip="Back to Settings for a new run"),
+        Binding("p", "toggle_pause", "Pause", tooltip="or resume, between two batches"),
+        Binding("s", "stop", "Stop", tooltip="the run: press twice; it saves last.pt"),
+        Binding("e", "evaluate_best", "Evaluate", tooltip="the run's best checkpoint"),
+        Binding("n", "new_run", "New run", tooltip="from Settings"),
     ]
 
     def __init__(self, refresh_seconds: float, chart_seconds: float) -> None:
@@ -76,7 +77,7 @@ class TrainingScreen(Screen[None]):
         return self.state in ("starting", "running", "paused")
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ScreenTabs("training")
         with Vertical(id="training-top"):
             yield Static(self.description, id="run-title")
             with Horizontal(classes="bar-row"):
