@@ -72,11 +72,30 @@ async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_pat
         await pilot.pause()
         assert not field.has_class("-invalid")
 
+        # The check across two fields follows either of them, as typed.
+        split = app.screen.query_one("#input-val_split", Input)
+        batch.value, split.value = "60000", "0.5"
+        await pilot.pause()
+        assert "batch_size must be at most 30000" in str(field.query_one(".field-error", Static).render())
+        split.value = "0"
+        await pilot.pause()
+        assert not field.has_class("-invalid")
+
         # Past the last field, the side panel's controls say what Enter on them does.
         app.screen.query_one("#input-num_threads", Input).focus()
         await pilot.press("tab", "tab", "tab", "tab")
         assert app.focused is not None and app.focused.id == "start"
         assert "start a run with these settings" in str(app.screen.query_one("#help-text", Static).render())
+
+
+async def test_missing_data_is_marked_at_start_without_creating_a_run(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")  # no data there, downloads off
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await pilot.pause()
+        field = app.screen.query_one("#field-dataset")
+        assert field.has_class("-invalid") and not (tmp_path / "runs").exists()
+        assert "mnist is missing from" in str(field.query_one(".field-error", Static).render())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -149,9 +149,24 @@ class SettingsScreen(Screen[None]):
     def input_changed(self, event: Input.Changed) -> None:
         name = (event.input.id or "").removeprefix("input-")
         self._mark(name, field_error(name, event.value))
+        if name in ("batch_size", "val_split"):
+            self._check_batch_against_split()
+
+    def _check_batch_against_split(self) -> None:
+        """The one check across two fields, as each of them changes: a batch the split leaves room for."""
+        values = {name: self.query_one(f"#input-{name}", Input).value for name in ("batch_size", "val_split")}
+        if any(field_error(name, value) for name, value in values.items()):
+            return  # a field's own error is already marked
+        try:
+            TrainConfig.from_mapping(values)
+        except ConfigError as error:
+            self._mark("batch_size", error.errors.get("batch_size"))
+        else:
+            self._mark("batch_size", None)
 
     @on(Select.Changed, "#input-dataset")
     def dataset_changed(self) -> None:
+        self._mark("dataset", None)  # whether it is there is checked again at start
         self._show_dataset_status()
 
     @on(Select.Changed, "#input-device")
@@ -207,6 +222,11 @@ class SettingsScreen(Screen[None]):
             except DeviceError as error:
                 self._mark("device", str(error))
                 config = None
+        if config is not None and not self.download and not dataset_present(config.dataset, self.data_dir):
+            # Likewise data that is not there and may not be downloaded.
+            self._mark("dataset", f"{config.dataset} is missing from {raw_folder(config.dataset, self.data_dir)} "
+                       "and downloads are off (see the side panel)")
+            config = None
         if config is None:
             self.notify("Fix the marked settings before starting.", title="Cannot start", severity="error")
             invalid = self.query(".field.-invalid")
