@@ -13,6 +13,7 @@ import pytest
 import torch
 from fake_events import run_events
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from mnist_tui.evaluation import ClassScore, EvaluationResult, Mistake
 from mnist_tui.tui.app import MnistTuiApp
@@ -64,7 +65,9 @@ def test_settings_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> No
 def test_settings_screen_with_an_invalid_value(snap_compare: SnapCompare, size: tuple[int, int]) -> None:
     async def invalid(pilot: Pilot[None]) -> None:
         await pilot.app.workers.wait_for_complete()
-        pilot.app.screen.query_one("#input-lr").value = "-1"  # type: ignore[attr-defined]
+        lr = pilot.app.screen.query_one("#input-lr", Input)
+        lr.focus()
+        lr.value = "-1"
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=size, run_before=invalid)

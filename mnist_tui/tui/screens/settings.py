@@ -189,7 +189,8 @@ class SettingsScreen(Screen[None]):
     @on(Select.Changed, "#settings-form Select")
     @on(Checkbox.Changed, "#settings-form Checkbox")
     def show_help(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
-        self._help_for(event.control.id or "")
+        if event.control.has_focus_within:  # not for the fields a preset or a settings file fills in
+            self._help_for(event.control.id or "")
 
     def on_descendant_focus(self, event: Any) -> None:
         self._help_for(getattr(event.widget, "id", "") or "")
