@@ -126,7 +126,10 @@ def make_app(args: argparse.Namespace | None = None, attach: RunDir | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # argparse would send the user to the top-level help, not the command's
+            where = f"mnist-tui {args.command}" if args.command else "mnist-tui"
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
         if args.command is None:
             return run_app(make_app(args))
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,

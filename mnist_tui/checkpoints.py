@@ -133,7 +133,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         hint = f"; its checkpoints: {', '.join(inside)}" if inside else ""
         raise CheckpointError(f"{path}: a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     try:
         with warnings.catch_warnings():  # a plain pickle draws a two-line warning; the error below says it all
             warnings.simplefilter("ignore")

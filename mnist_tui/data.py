@@ -55,7 +55,8 @@ def resolve_data_dir(explicit: str | Path | None = None) -> Path:
 
 
 def download_allowed(no_download_flag: bool = False) -> bool:
-    return not no_download_flag and os.environ.get(NO_DOWNLOAD_ENV, "") not in ("1", "true", "yes")
+    from_env = os.environ.get(NO_DOWNLOAD_ENV, "").strip().lower()
+    return not no_download_flag and from_env not in ("1", "true", "yes", "on")
 
 
 def raw_folder(dataset: str, root: Path) -> Path:
@@ -138,7 +139,7 @@ def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = Fa
         The folder the files now live in.
     """
     if not source.is_dir():
-        raise DatasetError(f"{source}: no such folder")
+        raise DatasetError(f"{source}: {'not a folder' if source.exists() else 'no such folder'}")
     found: dict[str, IdxFile] = {}
     for name in IDX_FILES:
         candidates = [source / name, source / f"{name}.gz"]

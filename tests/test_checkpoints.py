@@ -227,6 +227,7 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_missing_file_and_folder(tmp_path: Path) -> None:
     assert "no such file" in refusal(tmp_path / "absent.pt")
+    assert "not a regular file" in refusal(Path(os.devnull))
     assert refusal(tmp_path) == f"{tmp_path}: a folder, not a checkpoint file"
     (tmp_path / "best.pt").touch()
     assert refusal(tmp_path) == f"{tmp_path}: a folder, not a checkpoint file; its checkpoints: {tmp_path / 'best.pt'}"

@@ -247,6 +247,9 @@ def test_import_refuses_missing_file(tmp_path: Path, idx_folder: IdxFolder) -> N
 def test_import_refuses_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no such folder"):
         import_idx_folder(tmp_path / "nowhere", "mnist", tmp_path / "datasets")
+    (tmp_path / "a-file").touch()
+    with pytest.raises(DatasetError, match="a-file: not a folder"):
+        import_idx_folder(tmp_path / "a-file", "mnist", tmp_path / "datasets")
 
 
 # load_split
@@ -365,6 +368,11 @@ def test_download_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MNIST_TUI_NO_DOWNLOAD")
     assert download_allowed()
     assert not download_allowed(no_download_flag=True)
+    for value in ("TRUE", " on", "Yes"):
+        monkeypatch.setenv("MNIST_TUI_NO_DOWNLOAD", value)
+        assert not download_allowed()
+    monkeypatch.setenv("MNIST_TUI_NO_DOWNLOAD", "0")
+    assert download_allowed()
 
 
 def test_resolve_device() -> None:
