@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import dead_pid
 
 from mnist_tui.config import TrainConfig
 from mnist_tui.control import write_json_atomic
@@ -43,13 +44,6 @@ SAMPLE_EVENTS: list[Event] = [
     RunFinished("stopped", "/runs/r", 1, 1, 0.93, 0.93, [4.5], 6.0),
     RunFailed("loss became nan", "/runs/r", 1),
 ]
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
 
 
 def test_create_run_layout(runs_dir: Path) -> None:

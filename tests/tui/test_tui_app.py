@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import Trained, small_config
+from conftest import Trained, dead_pid, small_config
 from fake_events import run_events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
@@ -248,6 +248,20 @@ async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None
         screen.pending.append(RunFailed("dataset not found", "runs/demo"))
         await pilot.pause(0.2)
         assert "demo failed before training began" in str(screen.query_one("#run-title", Static).render())
+
+
+async def test_a_trainer_that_died_without_a_word_is_crashed_as_runs_lists_it(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        run = create_run(tmp_path / "runs", small_config())
+        run.set_status("running", pid=dead_pid())
+        screen = app.training_screen
+        screen.follow(TrainingSession(run))
+        await pilot.press("f3")
+        screen.pending.extend([run_events(str(run.path))[0], RunFailed("the trainer is gone", str(run.path))])
+        await pilot.pause(0.2)
+        assert screen.state == "crashed"
+        assert "crashed" in str(screen.query_one("#run-stats", Static).render())
 
 
 async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:

@@ -203,7 +203,9 @@ class TrainingScreen(Screen[None]):
         elif isinstance(event, RunFailed):
             if not self.steps and self.session is not None:  # no RunStarted: it never began training
                 self.description = f"[b]{self.session.run.run_id}[/b] failed before training began"
-            self.state = "failed"
+            # A trainer that died without a word is `crashed`, as Runs lists it; one that said why, `failed`.
+            crashed = self.session is not None and self.session.run.status() == "crashed"
+            self.state = "crashed" if crashed else "failed"
             self._answered("stop")
             log.write(f"[red][b]failed:[/b] {event.message}[/]")
             self.notify(event.message, title="Run failed", severity="error", timeout=10)
@@ -234,7 +236,8 @@ class TrainingScreen(Screen[None]):
             for label in ("#run-eta", "#epoch-eta"):
                 self.query_one(label, Static).update("")
         state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
-                 "completed": "[green]completed[/]", "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
+                 "crashed": "[red]crashed[/]", "completed": "[green]completed[/]",
+                 "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
         best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
         # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
         trained = self.finished_seconds + self.epoch_elapsed

@@ -188,9 +188,11 @@ class RunsChart(Chart):
 
     def draw(self) -> None:
         plt = self.plt
-        plt.title("validation accuracy %")
-        plt.xlabel("epoch")
         curves = [(run_id, [100 * a for a in self.curves[run_id]]) for run_id in self.shown if self.curves.get(run_id)]
+        # An empty frame explains itself: the runs shown have not finished an epoch.
+        plt.title("validation accuracy %" if curves or not self.shown else
+                  "validation accuracy %: no finished epoch yet")
+        plt.xlabel("epoch")
         for run_id, curve in curves:
             plt.plot(list(range(1, len(curve) + 1)), curve, label=legend_label(run_id), marker="braille")
         self.set_y_axis([a for _, curve in curves for a in curve], len(curves))
