@@ -142,17 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:  # the output's reader went away (`| head`): nothing more to say to it
+        from mnist_tui.reporting import quiet_stdout
+
         quiet_stdout()
         return EXIT_FAILURE
     except KeyboardInterrupt:  # Ctrl+C before a run began (a run handles its own), or in a listing
         print("mnist-tui: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def quiet_stdout() -> None:
-    """Point stdout at /dev/null once its reader has gone, or Python fails again flushing it at exit."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 def find_run(name: str, runs_dir: str | None) -> RunDir:
@@ -188,7 +184,7 @@ def command_train(args: argparse.Namespace) -> int:
     from mnist_tui.data import download_allowed, resolve_data_dir
     from mnist_tui.engine import train
     from mnist_tui.events import Event, RunFailed, RunFinished, RunPaused, RunResumed, dumps
-    from mnist_tui.reporting import ConsoleReporter
+    from mnist_tui.reporting import ConsoleReporter, quiet_stdout
     from mnist_tui.session import spawn_trainer
 
     resume: Checkpoint | None = None
@@ -241,7 +237,7 @@ def command_train(args: argparse.Namespace) -> int:
             else:
                 reporter.show(event)
         except BrokenPipeError:  # whoever read the output went away (`| head`); the run goes on
-            quiet_stdout()
+            quiet_stdout()  # (the rich reporter's console does the same itself)
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
@@ -265,15 +261,14 @@ def command_train(args: argparse.Namespace) -> int:
             traceback.print_exc()
         show(outcome)
     finally:
-        # The run has ended: a Ctrl+C from here on only interrupts the exit.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if reporter is not None:
             reporter.close()
+        run.set_status(outcome.status if isinstance(outcome, RunFinished) else "failed")
+        # The run has ended and its status says how: a Ctrl+C from here on only interrupts the exit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if isinstance(outcome, RunFinished):
-        run.set_status(outcome.status)
         return 0
-    run.set_status("failed")
     if isinstance(outcome, RunFailed):
         print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
     return EXIT_FAILURE

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -55,6 +57,22 @@ def format_percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null once its reader has gone (`| head`), or Python fails again flushing it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+class PipeSafeConsole(Console):
+    """A console that falls silent when its reader goes away, where rich's would exit the process: the
+    run it reports on goes on."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        quiet_stdout()
+
+
 class ConsoleReporter:
     """Shows a run's events as two progress bars (run, epoch) with ETA and samples/s, and an epoch table."""
 
@@ -62,7 +80,7 @@ class ConsoleReporter:
 
     def __init__(self, config: TrainConfig, console: Console | None = None) -> None:
         self.config = config
-        self.console = console or Console(stderr=False)
+        self.console = console or PipeSafeConsole(stderr=False)
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=True)
