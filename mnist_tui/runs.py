@@ -51,19 +51,22 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie (exited, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    fields = _proc_stat_fields(pid)
+    return fields is None or fields[0] != b"Z"
 
 
 def process_start_time(pid: int) -> str | None:
     """When the process started (clock ticks since boot), where /proc tells: with its pid it names one
     process, even after the pid is reused (a reboot, a long-lived box)."""
+    fields = _proc_stat_fields(pid)
+    return fields[19].decode() if fields is not None and len(fields) > 19 else None
+
+
+def _proc_stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the process name (which may hold any bytes), or None."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[19]
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
         return None
 
@@ -97,8 +100,10 @@ class RunDir:
         line = (dumps(event) + "\n").encode("utf-8")
         with open(self.events_path, "ab+") as stream:
             end = stream.seek(0, os.SEEK_END)
-            if end and (stream.seek(end - 1), stream.read(1))[1] != b"\n":
-                line = b"\n" + line
+            if end:
+                stream.seek(end - 1)
+                if stream.read(1) != b"\n":
+                    line = b"\n" + line
             stream.write(line)
 
     def read_events(self) -> list[Event]:
@@ -133,10 +138,7 @@ class RunDir:
 
     def recorded_pid(self) -> int:
         """The pid of the process that last wrote the status, or 0."""
-        try:
-            return int(self._status_record().get("pid") or 0)
-        except (TypeError, ValueError):
-            return 0
+        return _pid_of(self._status_record())
 
     def status(self) -> str:
         """The recorded status, with `crashed` for an active run whose process is gone."""
@@ -147,7 +149,8 @@ class RunDir:
         return status
 
     def _trainer_alive(self, record: dict[str, Any]) -> bool:
-        pid = self.recorded_pid()
+        """Both the pid and its start time from one reading: another trainer may rewrite the file."""
+        pid = _pid_of(record)
         if not process_alive(pid):
             return False
         started = record.get("pid_started")
@@ -156,6 +159,13 @@ class RunDir:
     def send(self, command: str) -> None:
         """Ask the run's trainer to `run`, `pause` or `stop`; it acts within about a tenth of a second."""
         write_json_atomic(self.control_path, {"command": command})
+
+
+def _pid_of(record: dict[str, Any]) -> int:
+    try:
+        return int(record.get("pid") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def new_run_id(config: TrainConfig) -> str:

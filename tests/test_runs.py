@@ -130,6 +130,23 @@ def test_status_crashed_when_the_pid_now_names_another_process(runs_dir: Path) -
     assert run.status() == "crashed"
 
 
+@pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs /proc")
+def test_a_process_whose_name_is_not_ascii_is_read_all_the_same(runs_dir: Path) -> None:
+    """A reused pid may belong to any process; its name must not stop the status from being read."""
+    named = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                              "open('/proc/self/comm', 'wb').write(b'\\xff\\xfe-trainer')\n"
+                              "print(flush=True); time.sleep(30)"], stdout=subprocess.PIPE)
+    try:
+        assert named.stdout is not None and named.stdout.readline()
+        assert b"\xff" in Path(f"/proc/{named.pid}/stat").read_bytes()
+        run = create_run(runs_dir, CONFIG)
+        run.set_status("running", pid=named.pid)
+        assert process_alive(named.pid) and run.status() == "running"
+    finally:
+        named.kill()
+        named.wait()
+
+
 @pytest.mark.parametrize("status", ["completed", "stopped", "failed"])
 def test_final_status_is_kept_after_the_process_ends(runs_dir: Path, status: str) -> None:
     run = create_run(runs_dir, CONFIG)
