@@ -52,7 +52,12 @@ class TrainingSession:
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
         """Create the run folder and start its trainer, detached from this terminal."""
         run = create_run(runs_root, config)
-        return cls(run, spawn_trainer(run, data_root, download))
+        try:
+            return cls(run, spawn_trainer(run, data_root, download))
+        except OSError as error:  # the run must not go on looking as if it were starting
+            run.append_event(RunFailed(f"could not start the trainer: {error}", str(run.path)))
+            run.set_status("failed")
+            raise
 
     @classmethod
     def continue_run(cls, run: RunDir, data_root: Path, download: bool) -> TrainingSession:
@@ -92,7 +97,7 @@ class TrainingSession:
         pending = b""
         ended = False
         while True:
-            exit_code = self.trainer_exit_code()
+            exit_code = await asyncio.to_thread(self.trainer_exit_code)
             chunk = await asyncio.to_thread(self._read_from, offset)
             offset += len(chunk)
             lines = (pending + chunk).split(b"\n")
@@ -107,17 +112,29 @@ class TrainingSession:
             if exit_code is not None and not chunk:
                 if not ended:
                     yield RunFailed(self._crash_message(exit_code), str(self.run.path))
-                if not watch:
+                if not watch or not await self._until_it_goes_on(offset):
                     return
-                await self._until_training_again()
                 # Whatever trainer wrote the status, the log from here on is its own.
                 self.process, self.log_offset, ended = None, offset, False
                 continue
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _until_training_again(self) -> None:
-        while await asyncio.to_thread(self.run.status) not in ACTIVE_STATUSES:
+    async def _until_it_goes_on(self, offset: int) -> bool:
+        """Wait until the run trains again or its log grows (a resume that failed at once still says why);
+        False once it never can: completed, or its folder deleted."""
+        while True:
+            status = await asyncio.to_thread(self.run.status)
+            if status in ACTIVE_STATUSES or await asyncio.to_thread(self._log_size) > offset:
+                return True
+            if status == "completed" or not self.run.path.is_dir():
+                return False
             await asyncio.sleep(WATCH_SECONDS)
+
+    def _log_size(self) -> int:
+        try:
+            return self.run.events_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _read_from(self, offset: int) -> bytes:
         try:

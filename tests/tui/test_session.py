@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import small_config
+from fake_events import run_events
 
 from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunPaused, RunStarted
-from mnist_tui.runs import create_run
+from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession, spawn_trainer
 
 
@@ -154,3 +158,51 @@ async def test_a_watching_session_follows_a_run_resumed_elsewhere(synthetic_root
     assert elsewhere.wait(timeout=30) == 0
     assert [(type(e).__name__, getattr(e, "status", "")) for e in ends] == [
         ("RunFinished", "stopped"), ("RunFinished", "completed")]
+
+
+async def test_a_watching_session_ends_with_a_run_that_cannot_go_on(tmp_path: Path, runs_dir: Path) -> None:
+    completed = create_run(runs_dir, small_config(epochs=2))
+    for event in run_events(str(completed.path)):
+        completed.append_event(event)
+    completed.set_status("completed")
+
+    async def watch_completed() -> list[Event]:
+        return [e async for e in TrainingSession.attach(completed).events(watch=True)]
+
+    assert isinstance((await asyncio.wait_for(watch_completed(), timeout=5))[-1], RunFinished)
+
+    stopped = create_run(runs_dir, small_config(epochs=2))
+    stopped.append_event(run_events(str(stopped.path))[0])
+    stopped.append_event(RunFinished("stopped", str(stopped.path), 0, 0, None, None, [], 1.0))
+    stopped.set_status("stopped")
+    ends: list[Event] = []
+
+    async def watch() -> None:
+        async for event in TrainingSession.attach(stopped).events(watch=True):
+            ends.append(event)
+
+    watching = asyncio.create_task(watch())
+    await asyncio.sleep(0.5)
+    # A resume that fails at once (its data gone) is never seen running; its word in the log still shows.
+    stopped.append_event(RunFailed("dataset not found", str(stopped.path)))
+    stopped.set_status("failed")
+    for _ in range(100):
+        if isinstance(ends[-1], RunFailed):
+            break
+        await asyncio.sleep(0.05)
+    assert isinstance(ends[-1], RunFailed) and ends[-1].message == "dataset not found", ends
+    shutil.rmtree(stopped.path)  # deleted from Runs: nothing left to watch
+    await asyncio.wait_for(watching, timeout=5)
+
+
+async def test_a_trainer_that_cannot_be_started_leaves_a_failed_run(synthetic_root: Path, runs_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_processes(*args: object, **kwargs: object) -> None:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", no_processes)
+    with pytest.raises(OSError):
+        TrainingSession.start(small_config(), runs_dir, synthetic_root, download=False)
+    [run] = [RunDir(path) for path in runs_dir.iterdir()]
+    assert run.status() == "failed"
+    assert "could not start the trainer" in run.read_events()[-1].message  # type: ignore[union-attr]
