@@ -111,7 +111,8 @@ def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, sc
 
 CODE_RUNNING_MODULES = frozenset({"builtins", "os", "posix", "nt", "subprocess", "sys", "shutil", "socket",
                                   "importlib", "runpy", "pty", "code", "codecs", "pickle", "marshal", "ctypes",
-                                  "webbrowser", "operator", "functools", "io", "types"})
+                                  "webbrowser", "operator", "functools", "io", "types", "pdb", "bdb", "timeit",
+                                  "multiprocessing", "threading"})
 """Top-level modules whose globals in a pickle mean an attempt to run code rather than a model class."""
 BARE_STATE_DICT_NOTE = "bare state_dict: the model's standard preprocessing assumed"
 """Said wherever a bare state_dict is evaluated: the file itself does not say how its inputs were scaled."""
@@ -185,12 +186,16 @@ def _unpickling_reason(message: str) -> str:
     if match is None:
         return "not a readable PyTorch file (corrupt, or not a checkpoint)"
     name = match.group(1)
-    # A pickled model needs classes (MnistModel, torch.nn...Linear); a function (eval, pdb.run) or a module
-    # that runs things means code. torch names builtins without their module.
     module, _, attribute = name.rpartition(".")
-    if not module or module.split(".")[0] in CODE_RUNNING_MODULES or not attribute[:1].isupper():
+    top = module.split(".")[0] if module else "builtins"  # torch names builtins without their module
+    if top in CODE_RUNNING_MODULES:
         return (f"refused: loading it would call {name}, which runs code; a checkpoint never needs that "
                 "(this file may be malicious)")
+    if top == "numpy":
+        return (f"it holds numpy values (loading would import {name}); re-save them as tensors or plain "
+                "numbers (.item())")
+    if not attribute[:1].isupper():  # a function, not the model class a whole pickled model needs
+        return f"refused: loading it would call {name}; a checkpoint of tensors and plain values never needs that"
     return f"{WHOLE_MODEL_HINT} (loading would import {name})"
 
 

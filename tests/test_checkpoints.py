@@ -184,6 +184,15 @@ def test_malicious_pickle_is_refused_without_running(tmp_path: Path, payload: ty
     assert not marker.exists()
 
 
+def test_numpy_values_get_advice_not_a_warning(tmp_path: Path) -> None:
+    """Tutorial code often saves `np.float64` accuracies next to the weights: no attack, just a re-save."""
+    numpy = pytest.importorskip("numpy")
+    path = tmp_path / "with-numpy.pt"
+    torch.save({"model_state": MnistModel().state_dict(), "accuracy": numpy.float64(0.98)}, path)
+    message = refusal(path)
+    assert "numpy values" in message and "malicious" not in message
+
+
 def test_malicious_plain_pickle_is_refused_without_running(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
