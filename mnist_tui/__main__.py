@@ -48,7 +48,11 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one clear line rather than the usage block."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        raise UsageError(usage_hint(message, self.prog))
+
+
+def usage_hint(message: str, prog: str) -> str:
+    return f"{message} (see `{prog} --help`)"
 
 
 def _add_locations(parser: argparse.ArgumentParser, command: bool = True) -> None:
@@ -126,10 +130,12 @@ def make_app(args: argparse.Namespace | None = None, attach: RunDir | None = Non
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args, extra = build_parser().parse_known_args(argv)
-        if extra:  # argparse would send the user to the top-level help, not the command's
-            where = f"mnist-tui {args.command}" if args.command else "mnist-tui"
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
+        words = list(sys.argv[1:] if argv is None else argv)
+        args, extra = build_parser().parse_known_args(words)
+        if extra:  # argparse would send the user to the top-level help, even for a flag after the command
+            after_command = args.command in words and words.index(extra[0]) > words.index(args.command)
+            where = f"mnist-tui {args.command}" if after_command else "mnist-tui"
+            raise UsageError(usage_hint(f"unrecognized arguments: {' '.join(extra)}", where))
         if args.command is None:
             return run_app(make_app(args))
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,

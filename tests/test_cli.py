@@ -67,6 +67,7 @@ def assert_one_line_error(result: Result, code: int = 2) -> str:
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["--bogus"], "--bogus"),
+    (["--bogus", "runs"], "--bogus (see `mnist-tui --help`)"),
     (["train", "--bogus"], "--bogus (see `mnist-tui train --help`)"),
     (["train", "--batch-size", "0"], "batch_size must be an integer from 1 to 60000, got 0"),
     (["train", "--batch-size", "lots"], "batch_size must be an integer, got 'lots'"),

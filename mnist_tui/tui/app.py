@@ -21,6 +21,7 @@ from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
+from mnist_tui.tui.widgets.tabs import SCREENS
 
 OVER_SSH = bool(os.environ.get("SSH_CONNECTION"))
 REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
@@ -35,10 +36,8 @@ class MnistTuiApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "mnist-tui"
     BINDINGS = [
-        Binding("f2", "show('settings')", "Settings", show=False),
-        Binding("f3", "show('training')", "Training", show=False),
-        Binding("f4", "show('evaluation')", "Evaluation", show=False),
-        Binding("f6", "show('runs')", "Runs", show=False),
+        # The screens' keys are on the tab line at the top, so the footer keeps its room for the screen's own.
+        *(Binding(key.lower(), f"show('{name}')", label, show=False) for name, key, label in SCREENS),
         Binding("question_mark", "toggle_keys", "Keys"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]

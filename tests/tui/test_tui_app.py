@@ -24,7 +24,8 @@ from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
 from mnist_tui.tui.widgets.charts import Chart, LossChart, RunsChart, legend_label
-from mnist_tui.tui.widgets.digit import DigitImage
+from mnist_tui.tui.widgets.digit import DigitImage, render_rows
+from mnist_tui.tui.widgets.tabs import ScreenTab
 
 SIZE = (80, 24)
 
@@ -47,6 +48,14 @@ async def test_function_keys_switch_screens_and_question_mark_shows_keys(tmp_pat
         assert app.screen.query("HelpPanel")
         await pilot.press("question_mark")
         assert not app.screen.query("HelpPanel")
+
+        # The tab line: the current screen lit, and a click on another goes there.
+        lit = [str(tab.render()) for tab in app.screen.query(ScreenTab) if tab.has_class("-current")]
+        assert lit == ["F2 Settings"]
+        await pilot.click(next(tab for tab in app.screen.query(ScreenTab) if tab.screen_name == "runs"))
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        assert [tab.screen_name for tab in app.screen.query(ScreenTab) if tab.has_class("-current")] == ["runs"]
 
 
 async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_path: Path) -> None:
@@ -596,9 +605,10 @@ async def test_attach_opens_the_dashboard_on_a_finished_run(tmp_path: Path) -> N
 async def test_digits_are_drawn_in_shades_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
     """NO_COLOR: Textual's monochrome filter used to fail on the shade cells and take the app down."""
     monkeypatch.setenv("NO_COLOR", "1")
-    app = OneWidgetApp(DigitImage([[0] * 28] * 14 + [[255] * 28] * 14))
+    pixels = [[0] * 28] * 14 + [[255] * 28] * 14
+    app = OneWidgetApp(DigitImage(pixels))
     async with app.run_test(size=(40, 20)) as pilot:
         await pilot.pause()
         assert app.no_color
-        rows = [line for line in app.export_screenshot().split("\n") if "█" in line]
-        assert rows
+        assert "█" in app.export_screenshot()  # drawn, through the monochrome filter
+    assert [strip.text for strip in render_rows(pixels, colour=False)] == [" " * 28] * 7 + ["█" * 28] * 7

@@ -114,7 +114,6 @@ class EvaluationScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "mnist-tui · evaluation"
         table = self.query_one("#checkpoints", DataTable)
         table.add_columns("run", "ckpt", "epoch", "model", "dataset", "val acc", "saved")
         self.query_one("#eval-progress").display = False

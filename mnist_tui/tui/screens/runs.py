@@ -46,7 +46,6 @@ class RunsScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "mnist-tui · runs"
         self.query_one(DataTable).add_columns("run", "status", "model", "dataset", "epochs", "best", "time")
         self.set_interval(LIVE_REFRESH_SECONDS, self._refresh_while_training)
 
@@ -68,6 +67,10 @@ class RunsScreen(Screen[None]):
     def _show(self, summaries: list[RunSummary]) -> None:
         table = self.query_one(DataTable)
         cursor = table.cursor_row
+        selected = self.selected()
+        ids = [s.run_id for s in summaries]
+        if selected is not None and selected.run_id in ids:  # a new run above it must not move the cursor
+            cursor = ids.index(selected.run_id)
         table.clear()
         self.summaries = summaries
         self.query_one(RunsChart).curves = {s.run_id: s.val_accuracies for s in summaries}

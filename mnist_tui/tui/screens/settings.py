@@ -107,7 +107,6 @@ class SettingsScreen(Screen[None]):
         return Input(str(default), id=control_id, compact=True)
 
     def on_mount(self) -> None:
-        self.title = "mnist-tui · settings"
         self._show_dataset_status()
         # Importing torch holds the GIL for a second or two: start only once the first frame is out.
         self.set_timer(0.3, self._probe_devices)
@@ -155,8 +154,11 @@ class SettingsScreen(Screen[None]):
     def _check_batch_against_split(self) -> None:
         """The one check across two fields, as each of them changes: a batch the split leaves room for."""
         values = {name: self.query_one(f"#input-{name}", Input).value for name in ("batch_size", "val_split")}
-        if any(field_error(name, value) for name, value in values.items()):
-            return  # a field's own error is already marked
+        if field_error("batch_size", values["batch_size"]):
+            return  # its own error is marked
+        if field_error("val_split", values["val_split"]):
+            self._mark("batch_size", None)  # no split to check it against
+            return
         try:
             TrainConfig.from_mapping(values)
         except ConfigError as error:

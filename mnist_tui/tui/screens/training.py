@@ -96,7 +96,6 @@ class TrainingScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.title = "mnist-tui · training"
         self.set_interval(self.refresh_seconds, self.drain)
         self.query_one("#run-log", RichLog).can_focus = False
 

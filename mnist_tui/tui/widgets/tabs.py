@@ -24,26 +24,7 @@ class ScreenTab(Label):
 
 
 class ScreenTabs(Horizontal):
-    DEFAULT_CSS = """
-    ScreenTabs {
-        dock: top;
-        height: 1;
-        background: $panel;
-    }
-    ScreenTabs Label {
-        padding: 0 1;
-        color: $text-muted;
-    }
-    ScreenTabs .app-name {
-        color: $text;
-        text-style: bold;
-    }
-    ScreenTabs ScreenTab.-current {
-        background: $accent;
-        color: $text;
-        text-style: bold;
-    }
-    """
+    """The app name, then a ScreenTab per screen; styled in app.tcss."""
 
     def __init__(self, current: str) -> None:
         super().__init__()
