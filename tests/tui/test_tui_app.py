@@ -316,6 +316,16 @@ async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(train
         summary = str(screen.query_one("#eval-summary", Static).render())
         assert str(bare) in summary and "bare state_dict: the model's standard preprocessing assumed" in summary
 
+        # A typo in a typed path is said in a toast; the result on screen stays. Escape goes back to the list.
+        await pilot.press("slash")
+        screen.query_one("#checkpoint-path", Input).value = str(tmp_path / "typo.pt")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any("typo.pt: no such file" in n.message for n in app._notifications)
+        assert str(bare) in str(screen.query_one("#eval-summary", Static).render())
+        await pilot.press("escape")
+        assert app.focused is screen.query_one("#checkpoints", DataTable)
+
 
 async def test_evaluation_screen_reports_a_corrupt_file_and_stays_usable(tmp_path: Path, synthetic_root: Path) -> None:
     broken = tmp_path / "broken.pt"
@@ -432,6 +442,11 @@ async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> 
         run.set_status("completed")
         await wait_for(pilot, lambda: "completed" in str(table.get_row_at(0)[1]), seconds=10)
         assert str(table.get_row_at(0)[4]) == "2/2"
+        # A run started elsewhere shows up by itself, and the cursor stays on the run it was on.
+        await pilot.pause(1.1)  # a new second, so the new run's id sorts above
+        create_run(runs, small_config())
+        await wait_for(pilot, lambda: table.row_count == 2, seconds=10)
+        assert table.cursor_row == 1 and str(table.get_row_at(1)[0]) == run.run_id
 
 
 async def test_one_run_trains_at_a_time_whichever_run_the_panel_shows(tmp_path: Path) -> None:

@@ -32,12 +32,14 @@ SIDE_BY_SIDE_WIDTH = 100
 """Columns below which the per-class table goes under the confusion matrix instead of beside it."""
 
 
-def local_time(iso: str) -> str:
-    """A checkpoint's UTC creation time as a short local time, or the text as it is if it does not parse."""
+def local_time(iso: str, today: dt.date | None = None) -> str:
+    """A checkpoint's UTC creation time as `ls` shows times: the hour today, the date before (five
+    characters, so the list fits 80 columns); the text as it is if it does not parse."""
     try:
-        return dt.datetime.fromisoformat(iso).astimezone().strftime("%m-%d %H:%M")
+        local = dt.datetime.fromisoformat(iso).astimezone()
     except ValueError:
         return iso
+    return local.strftime("%H:%M" if local.date() == (today or dt.date.today()) else "%m-%d")
 
 
 def confusion_heatmap(matrix: list[list[int]], labels: list[str]) -> Table:
@@ -82,6 +84,7 @@ class EvaluationScreen(Screen[None]):
         Binding("slash", "type_path", "Path", tooltip="of a checkpoint file, typed in"),
         Binding("right_square_bracket", "page(1)", "Next page", tooltip="of misclassified digits"),
         Binding("left_square_bracket", "page(-1)", "Prev page", tooltip="of misclassified digits"),
+        Binding("escape", "leave_path", show=False),
     ]
 
     def __init__(self, runs_dir: Path, data_dir: Path, download: bool) -> None:
@@ -99,7 +102,7 @@ class EvaluationScreen(Screen[None]):
         yield ScreenTabs("evaluation")
         with Horizontal(id="eval-top"):
             yield Label("Checkpoint file:", id="path-label")
-            yield Input(placeholder="type a path + Enter, or pick below (o: browse)", id="checkpoint-path")
+            yield Input(placeholder="a path + Enter (Esc: back); or pick below, o: browse", id="checkpoint-path")
         yield DataTable(id="checkpoints", cursor_type="row", zebra_stripes=True)
         with Horizontal(id="eval-progress"):
             yield Static("", id="eval-status")
@@ -158,12 +161,12 @@ class EvaluationScreen(Screen[None]):
                 table.add_row(item.run_id, item.kind, str(item.epoch), item.model, item.dataset, accuracy,
                               local_time(item.created))
             self.paths.append(path)
+        if self.result is None and self.current is None:  # nothing evaluated: say what to do
+            self.query_one("#eval-summary", Static).update(
+                f"No checkpoints in {escape(str(self.runs_dir))} yet: train a run (F2), or open any .pt file "
+                "with / or o." if not found else "Pick a checkpoint and press Enter to evaluate it.")
         if not found:
             table.add_row("none yet", "", "", "", "", "", "")
-            if self.result is None and self.current is None:
-                self.query_one("#eval-summary", Static).update(
-                    f"No checkpoints in {escape(str(self.runs_dir))} yet: train a run (F2), or open any .pt "
-                    "file with / or o.")
         elif self.current is not None and self._row_of(self.current) is not None:
             table.move_cursor(row=self._row_of(self.current))
         elif cursor < len(found):
@@ -186,6 +189,10 @@ class EvaluationScreen(Screen[None]):
     def action_type_path(self) -> None:
         self.query_one("#checkpoint-path", Input).focus()
 
+    def action_leave_path(self) -> None:
+        """Escape in the path field goes back to the list."""
+        self.query_one("#checkpoints", DataTable).focus()
+
     def action_browse(self) -> None:
         def picked(path: Path | None) -> None:
             if path is not None:
@@ -201,10 +208,19 @@ class EvaluationScreen(Screen[None]):
     # Evaluation -------------------------------------------------------------------------------------
 
     def evaluate(self, path: Path) -> None:
-        """Evaluate `path` in the background; before the screen is first shown, once it is."""
+        """Evaluate `path` in the background; before the screen is first shown, once it is. A path that
+        names no file (a typo) is refused in a toast, and what is on screen stays."""
         if not self.query("#eval-status"):
             self.queued = path
             return
+        if not path.is_file():
+            from mnist_tui.checkpoints import CheckpointError, load_checkpoint
+
+            try:
+                load_checkpoint(path)  # refuses at once, with the folder's checkpoints if it is one
+            except CheckpointError as error:
+                self.notify(str(error), title="Cannot evaluate", severity="error", timeout=8)
+                return
         self.current = path
         row = self._row_of(path)
         if row is not None:

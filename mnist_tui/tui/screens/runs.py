@@ -37,6 +37,8 @@ class RunsScreen(Screen[None]):
         super().__init__()
         self.summaries: list[RunSummary] = []
         self.marked: set[str] = set()
+        self.folder_modified = 0
+        """The runs folder's modification time when last looked at: a new run folder changes it."""
 
     def compose(self) -> ComposeResult:
         yield ScreenTabs("runs")
@@ -53,9 +55,20 @@ class RunsScreen(Screen[None]):
         self.action_refresh()
 
     def _refresh_while_training(self) -> None:
-        """Keep a training run's row moving, and catch it ending, while this screen is shown."""
-        if self.is_current and any(s.status in ACTIVE_STATUSES for s in self.summaries):
+        """While this screen is shown, keep a training run's row moving and catch it ending, and pick up
+        runs started elsewhere (`mnist-tui train` in another terminal) or deleted."""
+        if not self.is_current:
+            return
+        if any(s.status in ACTIVE_STATUSES for s in self.summaries) or self._folder_changed():
             self._load()
+
+    def _folder_changed(self) -> bool:
+        try:
+            modified = self.app.runs_dir.stat().st_mtime_ns  # type: ignore[attr-defined]
+        except OSError:
+            modified = 0
+        changed, self.folder_modified = modified != self.folder_modified, modified
+        return changed
 
     def action_refresh(self) -> None:
         self._load()
