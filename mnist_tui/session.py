@@ -42,11 +42,14 @@ def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = F
 class TrainingSession:
     """One run, seen from the dashboard: `events()` replays the log from the start, then follows it live."""
 
-    def __init__(self, run: RunDir, process: subprocess.Popen[bytes] | None = None, log_offset: int = 0) -> None:
+    def __init__(self, run: RunDir, process: subprocess.Popen[bytes] | None = None, log_offset: int = 0,
+                 status_before: str | None = None) -> None:
         self.run = run
         self.process = process
         self.log_offset = log_offset
         """Where this trainer's events begin in the log: an end before it belongs to an earlier trainer."""
+        self.status_before = status_before
+        """A resumed run's status before its trainer was spawned: the run's again if the trainer refuses."""
 
     @classmethod
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
@@ -64,7 +67,9 @@ class TrainingSession:
         """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended."""
         run.send("run")
         offset = run.events_path.stat().st_size if run.events_path.exists() else 0
-        return cls(run, spawn_trainer(run, data_root, download, resume=True), log_offset=offset)
+        status = run.status()
+        return cls(run, spawn_trainer(run, data_root, download, resume=True), log_offset=offset,
+                   status_before=status)
 
     @classmethod
     def attach(cls, run: RunDir) -> TrainingSession:
@@ -111,7 +116,11 @@ class TrainingSession:
                 yield event
             if exit_code is not None and not chunk:
                 if not ended:
+                    if self.status_before is not None and offset <= self.log_offset:
+                        # It refused before its first word (say, an unreadable last.pt): the run is as it was.
+                        await asyncio.to_thread(self.run.set_status, self.status_before, 0)
                     yield RunFailed(self._crash_message(exit_code), str(self.run.path))
+                self.status_before = None
                 if not watch or not await self._until_it_goes_on(offset):
                     return
                 # Whatever trainer wrote the status, the log from here on is its own.

@@ -30,6 +30,12 @@ CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
 
 
+def activity(run: RunDir) -> str:
+    """What a live run is doing, in words: training, paused, starting."""
+    status = run.status()
+    return "training" if status == "running" else status
+
+
 class MnistTuiApp(App[None]):
     """Settings, live training and evaluation; a thin layer that starts, follows and steers runs."""
 
@@ -110,10 +116,10 @@ class MnistTuiApp(App[None]):
             self.action_show_help_panel()
 
     def refuse_while_training(self) -> bool:
-        """Say so and return True if a run is training: a second trainer would halve both."""
+        """Say so and return True if a run is training (or paused): a second trainer would halve both."""
         run = self.training_run()
         if run is not None:
-            self.notify(f"Run {run.run_id} is training: stop it first (F6, Enter on it, then s twice).",
+            self.notify(f"Run {run.run_id} is {activity(run)}: stop it first (F6, Enter on it, then s twice).",
                         title="One run at a time", severity="warning")
         return run is not None
 
@@ -135,8 +141,8 @@ class MnistTuiApp(App[None]):
         Looking at another run does not touch the one training: it goes on in its own process."""
         training = self.training_run()
         if training is not None and training.path != run.path:
-            self.notify(f"Run {training.run_id} goes on training; Enter on it in Runs (F6) follows it again.",
-                        title="Still training")
+            self.notify(f"Run {training.run_id} is still {activity(training)}; Enter on it in Runs (F6) follows "
+                        "it again.", title="One run at a time")
         self.follow(TrainingSession.attach(run))
         self.show_screen("training")
 
@@ -186,7 +192,7 @@ class MnistTuiApp(App[None]):
             if answer in ("stop", "leave"):
                 self.exit()
 
-        self.push_screen(quit_dialog(run.run_id), answered)
+        self.push_screen(quit_dialog(f"Run {run.run_id} is still {activity(run)}. Quit and…"), answered)
 
     def _ask_to_stop(self) -> None:
         self.show_screen("training")

@@ -125,6 +125,7 @@ async def test_a_resumed_trainer_that_dies_is_reported_even_after_an_earlier_end
     events = await collect(TrainingSession.continue_run(session.run, synthetic_root, download=False))
     assert isinstance(events[-1], RunFailed)
     assert "exited with code 2" in events[-1].message and "last.pt" in events[-1].message
+    assert session.run.status() == "completed"  # a trainer that refused to start changed nothing
 
 
 async def test_a_watching_session_follows_a_run_resumed_elsewhere(synthetic_root: Path, runs_dir: Path) -> None:

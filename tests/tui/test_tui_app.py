@@ -282,7 +282,8 @@ async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
         await pilot.pause(0.2)
         assert screen.state == "failed"
         assert any("loss became nan" in n.message for n in app._notifications)
-        await pilot.press("p")  # nothing to pause: a warning, no crash
+        assert screen.check_action("toggle_pause", ()) is None  # dimmed in the footer
+        await pilot.press("p")  # nothing to pause, nothing happens
         assert app.is_running
 
 
@@ -416,6 +417,7 @@ async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         # A trainer this process stands in for: alive, and not the run the panel shows.
         training = create_run(tmp_path / "runs", small_config())
+        training.set_status("running")
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert f"Run {training.run_id} is still training" in str(app.screen.query_one(".question", Static).render())
@@ -457,13 +459,14 @@ async def test_one_run_trains_at_a_time_whichever_run_the_panel_shows(tmp_path: 
     finished.set_status("completed")
     app = make_app(tmp_path / "data", runs)
     async with app.run_test(size=SIZE) as pilot:
-        training = create_run(runs, small_config())  # alive: this process stands in for its trainer
+        training = create_run(runs, small_config())
+        training.set_status("paused")  # alive: this process stands in for its trainer
         app.attach_run(finished)
         await wait_for(pilot, lambda: app.training_screen.state == "completed")
-        assert any(f"Run {training.run_id} goes on training" in n.message for n in app._notifications)
+        assert any(f"Run {training.run_id} is still paused" in n.message for n in app._notifications)
         app.start_run(small_config())
         await pilot.pause()
-        assert any(f"Run {training.run_id} is training: stop it first" in n.message for n in app._notifications)
+        assert any(f"Run {training.run_id} is paused: stop it first" in n.message for n in app._notifications)
         assert sorted(p.name for p in runs.iterdir()) == sorted([finished.run_id, training.run_id])
 
 

@@ -40,8 +40,8 @@ class ChoiceDialog(ModalScreen[str | None]):
         self.dismiss(None if event.button.id == "cancel" else event.button.id)
 
 
-def quit_dialog(run_id: str) -> ChoiceDialog:
-    return ChoiceDialog(f"Run {run_id} is still training. Quit and…",
+def quit_dialog(question: str) -> ChoiceDialog:
+    return ChoiceDialog(question,
                         [("leave", "Leave it running", "primary"), ("stop", "Stop the run", "error")])
 
 

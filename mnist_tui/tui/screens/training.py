@@ -131,8 +131,11 @@ class TrainingScreen(Screen[None]):
             if self.pending:
                 events, self.pending = self.pending, []
                 log = self.query_one(RichLog)
+                was_active = self.active
                 for event in events:
                     self.apply(event, log, loss_chart, accuracy_chart)
+                if self.active != was_active:
+                    self.refresh_bindings()
                 self.redraw()
             now = time.monotonic()
             self.charts_stale = loss_chart.stale or accuracy_chart.stale
@@ -256,9 +259,22 @@ class TrainingScreen(Screen[None]):
 
     # Actions ----------------------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Pause and stop only while the run shown is live; otherwise they are dimmed in the footer."""
+        return None if action in ("toggle_pause", "stop") and not self.active else True
+
+    def _not_live(self) -> None:
+        """Pause or stop asked of a run that has ended (from the command palette): point at one that is live."""
+        training = self.app.training_run()  # type: ignore[attr-defined]
+        if training is None:
+            self.notify("No run is training.", severity="warning")
+        else:
+            self.notify(f"This run has ended; run {training.run_id} is live: Enter on it in Runs (F6).",
+                        severity="warning")
+
     def action_toggle_pause(self) -> None:
         if self.session is None or not self.active:
-            self.notify("No run is training.", severity="warning")
+            self._not_live()
             return
         try:
             if self.state == "paused":
@@ -275,7 +291,7 @@ class TrainingScreen(Screen[None]):
         dialog, because a dialog redraws the whole screen under it, which takes a few hundred
         milliseconds on two cores that are busy training."""
         if self.session is None or not self.active:
-            self.notify("No run is training.", severity="warning")
+            self._not_live()
             return
         now = time.monotonic()
         if now > self.stop_confirm_until:
