@@ -45,6 +45,7 @@ class MnistTuiApp(App[None]):
         # The screens' keys are on the tab line at the top, so the footer keeps its room for the screen's own.
         *(Binding(key.lower(), f"show('{name}')", label, show=False) for name, key, label in SCREENS),
         Binding("question_mark", "toggle_keys", "Keys"),
+        Binding("f1", "toggle_keys", "Keys", show=False),  # `?` is text in a field that has focus
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

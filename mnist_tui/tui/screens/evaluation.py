@@ -95,6 +95,8 @@ class EvaluationScreen(Screen[None]):
         self.paths: list[Path] = []
         self.result: EvaluationResult | None = None
         self.page = 0
+        self.first_shown = 0
+        """The first digit on the page: a resize that changes how many fit keeps it in view."""
         self.queued: Path | None = None
         self.current: Path | None = None
 
@@ -272,7 +274,7 @@ class EvaluationScreen(Screen[None]):
         from mnist_tui.data import DATASET_SPECS
 
         self.query_one("#eval-progress").display = False
-        self.result, self.page = result, 0
+        self.result, self.page, self.first_shown = result, 0, 0
         labels = list(DATASET_SPECS[result.dataset].classes)
         path = Path(result.checkpoint)
         shown = path.relative_to(self.runs_dir) if path.is_relative_to(self.runs_dir) else path
@@ -303,7 +305,8 @@ class EvaluationScreen(Screen[None]):
             return
         per_page = self.cards_per_page()
         pages = (len(result.mistakes) + per_page - 1) // per_page
-        self.page = max(0, min(self.page, pages - 1))
+        self.page = max(0, min(self.first_shown // per_page, pages - 1))
+        self.first_shown = self.page * per_page
         title.update(f"[b]Misclassified[/b] (most confident first) · page {self.page + 1}/{pages} · \\[ and ] to page")
         labels = DATASET_SPECS[result.dataset].classes
         cards = []
@@ -318,7 +321,7 @@ class EvaluationScreen(Screen[None]):
 
     def action_page(self, delta: int) -> None:
         if self.result is not None and self.result.mistakes:
-            self.page += delta
+            self.first_shown = max(0, self.page + delta) * self.cards_per_page()
             self.show_gallery()
 
     def on_resize(self, event: events.Resize) -> None:
