@@ -73,7 +73,7 @@ async def shoot(app: MnistTuiApp) -> None:
         checkpoints.focus()
         checkpoints.move_cursor(row=checkpoints.row_count - 1)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: evaluation.result is not evaluated, "the second evaluation")
+        await wait_for(pilot, lambda: evaluation.result not in (None, evaluated), "the second evaluation")
         evaluation.query_one("#eval-results", VerticalScroll).scroll_end(animate=False)
         await pilot.pause(0.5)
         app.save_screenshot("evaluation-mistakes.svg", str(DOCS))

@@ -277,7 +277,8 @@ class EvaluationScreen(Screen[None]):
         self.result, self.page, self.first_shown = result, 0, 0
         labels = list(DATASET_SPECS[result.dataset].classes)
         path = Path(result.checkpoint)
-        shown = path.relative_to(self.runs_dir) if path.is_relative_to(self.runs_dir) else path
+        runs_dir = self.runs_dir.resolve()  # the trainer names its checkpoints by absolute path
+        shown = path.resolve().relative_to(runs_dir) if path.resolve().is_relative_to(runs_dir) else path
         note = f" · [yellow]{BARE_STATE_DICT_NOTE}[/]" if bare_state_dict else ""
         self.query_one("#eval-summary", Static).update(
             f"[b]{escape(str(shown))}[/b]  {result.dataset} "
