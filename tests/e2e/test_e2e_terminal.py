@@ -72,7 +72,7 @@ def test_train_one_epoch_then_evaluate_it_with_the_keyboard(terminal: Terminal, 
 
     terminal.keys("F5")
     screen = terminal.wait_for(lambda s: "completed" in s, "the run to complete")
-    assert "training" in screen and "epoch" in screen and "samples/s" in screen
+    assert "training" in screen and "epoch" in screen and "img/s" in screen
     assert "loss" in screen and "accuracy" in screen, "both charts are drawn"
     assert len(list(runs_dir.glob("*/best.pt"))) == 1
 

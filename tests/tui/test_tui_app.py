@@ -210,21 +210,21 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         assert screen.state == "running"
         epoch_bar = screen.query_one("#epoch-bar", ProgressBar)
         assert (epoch_bar.progress, epoch_bar.total) == (5, 10)
-        assert "50,000 samples/s" in str(screen.query_one("#run-stats", Static).render())
+        assert "50,000 img/s" in str(screen.query_one("#run-stats", Static).render())
         assert "eta" in str(screen.query_one("#run-eta", Static).render())
 
         screen.pending.append(RunPaused(1, 5))
         await pilot.pause(0.2)
         assert screen.state == "paused"
         stats = str(screen.query_one("#run-stats", Static).render())
-        assert "- samples/s" in stats and "training 0:00:00" in stats  # 0.25 s into the epoch
+        assert "- img/s" in stats and "training 0:00:00" in stats  # 0.25 s into the epoch
         assert "eta -" in str(screen.query_one("#run-eta", Static).render())
 
         screen.pending.extend(events[6:])
         await pilot.pause(0.2)
         assert screen.state == "completed"
         stats = str(screen.query_one("#run-stats", Static).render())
-        assert "50,000 samples/s" in stats and "training 0:00:02" in stats  # two epochs of 1.2 s
+        assert "50,000 img/s" in stats and "training 0:00:02" in stats  # two epochs of 1.2 s
         assert str(screen.query_one("#run-eta", Static).render()) == "2/2"
         run_bar = screen.query_one("#run-bar", ProgressBar)
         assert run_bar.progress == run_bar.total == 20
@@ -246,7 +246,7 @@ async def test_a_run_stopped_mid_epoch_keeps_its_time_and_shows_no_eta(tmp_path:
         await pilot.pause(0.2)
         assert screen.state == "stopped"
         stats = str(screen.query_one("#run-stats", Static).render())
-        assert "training 0:00:02" in stats and "- samples/s" in stats  # 50 steps of 0.05 s
+        assert "training 0:00:02" in stats and "- img/s" in stats  # 50 steps of 0.05 s
         assert str(screen.query_one("#epoch-eta", Static).render()) == "50/100"
         log_text = "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)
         assert "to evaluate its last.pt" in log_text

@@ -240,15 +240,16 @@ class TrainingScreen(Screen[None]):
         state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
                  "crashed": "[red]crashed[/]", "completed": "[green]completed[/]",
                  "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
-        best = f"best {self.best.val_accuracy:.2%} (epoch {self.best.epoch})" if self.best else "best -"
+        best = f"best {self.best.val_accuracy:.2%} (ep {self.best.epoch})" if self.best else "best -"
         # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
         trained = self.finished_seconds + self.epoch_elapsed
-        lr = f"{self.lr:.2e}" if self.lr is not None else "-"
+        lr = f"{self.lr:.3g}" if self.lr is not None else "-"
         # Live while it runs; once it has ended, its last epoch's average; nothing while paused.
         throughput = {"running": self.samples_per_second, "completed": self.last_epoch_throughput}.get(self.state)
         speed = f"{throughput:,.0f}" if throughput else "-"
         self.query_one("#run-stats", Static).update(
-            f"{state} · {speed} samples/s · training {format_duration(trained)} · lr {lr} · {best}")
+            # Short words, so the usual run's line fits 80 columns.
+            f"{state} · {speed} img/s · training {format_duration(trained)} · lr {lr} · {best}")
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
         """Seconds left in the epoch and the run, from the current throughput; None until it is known."""
