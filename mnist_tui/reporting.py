@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -188,3 +189,7 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
         table.add_row(s.run_id, styled_status(s.status), s.model, s.dataset,
                       f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy), format_duration(s.duration))
     console.print(table)
+    # Why the failed and unreadable ones are so, which the table has no room for.
+    for s in summaries:
+        if s.message:
+            console.print(f"{s.run_id}: {escape(s.message)}", style="red", highlight=False)

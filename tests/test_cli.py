@@ -317,3 +317,5 @@ def test_missing_dataset_without_download(tmp_path: Path, output: list[str]) -> 
         assert failed["event"] == "run_failed"
     [run] = (tmp_path / "runs").iterdir()
     assert RunDir(run).status() == "failed"
+    listing = " ".join(run_module("runs", "--runs-dir", tmp_path / "runs").out.split())
+    assert f"{run.name}: dataset not found and downloads are off" in listing  # why, under the table
