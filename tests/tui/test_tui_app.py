@@ -235,12 +235,17 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         assert len(loss_chart.train.xs) == 20 and loss_chart.val_loss == [0.25, 0.125]  # type: ignore[attr-defined]
 
 
+async def panel_following(app: MnistTuiApp, pilot: Pilot[None], run: RunDir) -> TrainingScreen:
+    """The training panel on screen, following `run`; events are fed to it by hand."""
+    app.training_screen.follow(TrainingSession(run))
+    await pilot.press("f3")
+    return app.training_screen
+
+
 async def test_a_run_stopped_mid_epoch_keeps_its_time_and_shows_no_eta(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
-        screen = app.training_screen
-        screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
-        await pilot.press("f3")
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
         events = run_events(steps=100)
         screen.pending.extend([*events[:51], RunFinished("stopped", "runs/demo", 0, 0, None, None, [], 3.0)])
         await pilot.pause(0.2)
@@ -255,9 +260,7 @@ async def test_a_run_stopped_mid_epoch_keeps_its_time_and_shows_no_eta(tmp_path:
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
-        screen = app.training_screen
-        screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
-        await pilot.press("f3")
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
         screen.pending.append(RunFailed("dataset not found", "runs/demo"))
         await pilot.pause(0.2)
         assert "demo failed before training began" in str(screen.query_one("#run-title", Static).render())
@@ -268,9 +271,7 @@ async def test_a_trainer_that_died_without_a_word_is_crashed_as_runs_lists_it(tm
     async with app.run_test(size=SIZE) as pilot:
         run = create_run(tmp_path / "runs", small_config())
         run.set_status("running", pid=dead_pid())
-        screen = app.training_screen
-        screen.follow(TrainingSession(run))
-        await pilot.press("f3")
+        screen = await panel_following(app, pilot, run)
         screen.pending.extend([run_events(str(run.path))[0], RunFailed("the trainer is gone", str(run.path))])
         await pilot.pause(0.2)
         assert screen.state == "crashed"
