@@ -69,7 +69,7 @@ class MnistTuiApp(App[None]):
         if run is not None:
             self.attach_run(run)
             if self.attach_on_start is None:
-                self.notify(f"Reattached to run {run.run_id}, still training.")
+                self.notify(f"Reattached to run {run.run_id} ({activity(run)}).")
 
     def training_run(self) -> RunDir | None:
         """The newest run whose trainer is alive, whichever screen shows it and whoever started it: one
