@@ -157,9 +157,9 @@ async def key_latencies(data_root: Path, runs: Path, epochs: int) -> list[tuple[
         """When each key's action ran, and whether the run was still training then."""
         shown_at: list[float] = []
 
-        def timed_toggle_pause() -> None:
+        def timed_toggle_pause(shown_as: str = "") -> None:
             handled_at.append((time.perf_counter(), screen.active))
-            toggle_pause()
+            toggle_pause(shown_as)
             screen.call_after_refresh(lambda: shown_at.append(time.perf_counter()))
 
         def press_keys() -> None:

@@ -213,9 +213,16 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         assert "50,000 img/s" in str(screen.query_one("#run-stats", Static).render())
         assert "eta" in str(screen.query_one("#run-eta", Static).render())
 
+        assert (screen.check_action("toggle_pause", ("pause",)), screen.check_action("toggle_pause", ("resume",))
+                ) == (True, False)
         screen.pending.append(RunPaused(1, 5))
         await pilot.pause(0.2)
         assert screen.state == "paused"
+        # The footer names `p` for what it does now.
+        assert (screen.check_action("toggle_pause", ("pause",)), screen.check_action("toggle_pause", ("resume",))
+                ) == (False, True)
+        await pilot.pause()
+        assert "Resume" in [getattr(key, "description", "") for key in screen.query("FooterKey")]
         stats = str(screen.query_one("#run-stats", Static).render())
         assert "- img/s" in stats and "training 0:00:00" in stats  # 0.25 s into the epoch
         assert "eta -" in str(screen.query_one("#run-eta", Static).render())

@@ -40,7 +40,9 @@ class TrainingScreen(Screen[None]):
     """Watch and steer the current run."""
 
     BINDINGS = [
-        Binding("p", "toggle_pause", "Pause", tooltip="or resume, between two batches"),
+        # One key, two names: the footer shows the one the run's state calls for (see check_action).
+        Binding("p", "toggle_pause('pause')", "Pause", tooltip="after the current batch"),
+        Binding("p", "toggle_pause('resume')", "Resume", tooltip="from the batch it paused at"),
         Binding("s", "stop", "Stop", tooltip="the run: press twice; it saves last.pt"),
         Binding("e", "evaluate_best", "Evaluate", tooltip="the run's best checkpoint"),
         Binding("n", "new_run", "New run", tooltip="from Settings"),
@@ -131,11 +133,11 @@ class TrainingScreen(Screen[None]):
             if self.pending:
                 events, self.pending = self.pending, []
                 log = self.query_one(RichLog)
-                was_active = self.active
+                was_state = self.state
                 for event in events:
                     self.apply(event, log, loss_chart, accuracy_chart)
-                if self.active != was_active:
-                    self.refresh_bindings()
+                if self.state != was_state:
+                    self.refresh_bindings()  # the footer's pause, resume and stop follow the state
                 self.redraw()
             now = time.monotonic()
             self.charts_stale = loss_chart.stale or accuracy_chart.stale
@@ -261,7 +263,13 @@ class TrainingScreen(Screen[None]):
     # Actions ----------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Pause and stop only while the run shown is live; otherwise they are dimmed in the footer."""
+        """Pause and stop only while the run shown is live, dimmed in the footer otherwise; `p` is named
+        Resume while the run is paused."""
+        if action == "toggle_pause" and parameters:
+            paused = self.state == "paused"
+            if parameters[0] == "resume":
+                return paused
+            return None if not self.active else not paused
         return None if action in ("toggle_pause", "stop") and not self.active else True
 
     def _not_live(self) -> None:
@@ -273,7 +281,8 @@ class TrainingScreen(Screen[None]):
             self.notify(f"This run has ended; run {training.run_id} is live: Enter on it in Runs (F6).",
                         severity="warning")
 
-    def action_toggle_pause(self) -> None:
+    def action_toggle_pause(self, shown_as: str = "") -> None:
+        """Pause a running run, resume a paused one (`shown_as` only picks the footer's name for it)."""
         if self.session is None or not self.active:
             self._not_live()
             return
