@@ -211,6 +211,13 @@ class CheckpointInfo:
     epoch: int
     val_accuracy: float | None
     created: str
+    step: int = 0
+    """Steps into the next epoch, for a checkpoint a stop saved mid-epoch."""
+
+    @property
+    def position(self) -> str:
+        """Where in training it was saved, as the training log says it: `3`, or `4, step 66` mid-epoch."""
+        return f"{self.epoch + 1}, step {self.step}" if self.step else str(self.epoch)
 
 
 def read_checkpoint_info(path: Path) -> CheckpointInfo:
@@ -226,6 +233,7 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
         epoch=checkpoint.epoch,
         val_accuracy=checkpoint.metrics.get("val_accuracy"),
         created=str(checkpoint.raw.get("created", "")),
+        step=int(checkpoint.raw.get("step", 0)),
     )
 
 

@@ -118,8 +118,14 @@ def test_read_checkpoint_info_and_discovery(trained: Trained, tmp_path: Path) ->
     assert (info.kind, info.model, info.dataset, info.run_id) == ("best", "mlp", "mnist", trained.run_dir.name)
     assert info.val_accuracy == load_checkpoint(trained.best).metrics["val_accuracy"]
     assert info.created
+    assert (info.step, info.position) == (0, str(info.epoch))
     assert set(discover_checkpoints(trained.run_dir.parent)) >= {trained.best, trained.last}
     assert discover_checkpoints(tmp_path / "nowhere") == []
+
+    # A stop's mid-epoch save is placed as the training log places it: in the next epoch, at its step.
+    stopped = tmp_path / "last.pt"
+    save_checkpoint(stopped, dict(torch.load(trained.last, weights_only=True), epoch=0, step=66))
+    assert read_checkpoint_info(stopped).position == "1, step 66"
 
 
 # refusing what should not

@@ -160,7 +160,7 @@ class EvaluationScreen(Screen[None]):
             else:
                 path = item.path
                 accuracy = "-" if item.val_accuracy is None else f"{item.val_accuracy:.2%}"
-                table.add_row(item.run_id, item.kind, str(item.epoch), item.model, item.dataset, accuracy,
+                table.add_row(item.run_id, item.kind, item.position, item.model, item.dataset, accuracy,
                               local_time(item.created))
             self.paths.append(path)
         if self.result is None and self.current is None:  # nothing evaluated: say what to do
