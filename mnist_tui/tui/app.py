@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import work
@@ -30,10 +31,13 @@ CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
 
 
-def activity(run: RunDir) -> str:
-    """What a live run is doing, in words: training, paused, starting."""
-    status = run.status()
-    return "training" if status == "running" else status
+@dataclass(frozen=True)
+class LiveRun:
+    """A run whose trainer is alive, and what it is doing in words (training, paused, starting), read
+    together so that a message never pairs one run with another moment's status."""
+
+    run: RunDir
+    activity: str
 
 
 class MnistTuiApp(App[None]):
@@ -65,16 +69,20 @@ class MnistTuiApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.named_screen("settings"))
-        run = self.attach_on_start or self.training_run()
-        if run is not None:
-            self.attach_run(run)
-            if self.attach_on_start is None:
-                self.notify(f"Reattached to run {run.run_id} ({activity(run)}).")
+        if self.attach_on_start is not None:
+            self.attach_run(self.attach_on_start)
+        elif (live := self.training_run()) is not None:
+            self.attach_run(live.run)
+            self.notify(f"Reattached to run {live.run.run_id} ({live.activity}).")
 
-    def training_run(self) -> RunDir | None:
+    def training_run(self) -> LiveRun | None:
         """The newest run whose trainer is alive, whichever screen shows it and whoever started it: one
         run trains at a time, and quitting asks about it."""
-        return next((run for run in iter_runs(self.runs_dir) if run.status() in ACTIVE_STATUSES), None)
+        for run in iter_runs(self.runs_dir):
+            status = run.status()
+            if status in ACTIVE_STATUSES:
+                return LiveRun(run, "training" if status == "running" else status)
+        return None
 
     def named_screen(self, name: str) -> Screen[None]:
         """One of the four screens, built and installed the first time it is needed, so that start-up
@@ -118,11 +126,11 @@ class MnistTuiApp(App[None]):
 
     def refuse_while_training(self) -> bool:
         """Say so and return True if a run is training (or paused): a second trainer would halve both."""
-        run = self.training_run()
-        if run is not None:
-            self.notify(f"Run {run.run_id} is {activity(run)}: stop it first (F6, Enter on it, then s twice).",
-                        title="One run at a time", severity="warning")
-        return run is not None
+        live = self.training_run()
+        if live is not None:
+            self.notify(f"Run {live.run.run_id} is {live.activity}: stop it first (F6, Enter on it, then s "
+                        "twice).", title="One run at a time", severity="warning")
+        return live is not None
 
     def start_run(self, config: TrainConfig) -> None:
         """Start a trainer process for `config` and follow it on the training panel."""
@@ -140,10 +148,10 @@ class MnistTuiApp(App[None]):
         """Show a run on the training panel: its history from the log, then live if it is still training.
 
         Looking at another run does not touch the one training: it goes on in its own process."""
-        training = self.training_run()
-        if training is not None and training.path != run.path:
-            self.notify(f"Run {training.run_id} is still {activity(training)}; Enter on it in Runs (F6) follows "
-                        "it again.", title="One run at a time")
+        live = self.training_run()
+        if live is not None and live.run.path != run.path:
+            self.notify(f"Run {live.run.run_id} is still {live.activity}; Enter on it in Runs (F6) follows it "
+                        "again.", title="One run at a time")
         self.follow(TrainingSession.attach(run))
         self.show_screen("training")
 
@@ -182,18 +190,18 @@ class MnistTuiApp(App[None]):
         self.show_screen("settings")
 
     async def action_quit(self) -> None:
-        run = self.training_run()
-        if run is None:
+        live = self.training_run()
+        if live is None:
             self.exit()
             return
 
         def answered(answer: str | None) -> None:
             if answer == "stop":
-                run.send("stop")
+                live.run.send("stop")
             if answer in ("stop", "leave"):
                 self.exit()
 
-        self.push_screen(quit_dialog(f"Run {run.run_id} is still {activity(run)}. Quit and…"), answered)
+        self.push_screen(quit_dialog(f"Run {live.run.run_id} is still {live.activity}. Quit and…"), answered)
 
     def _ask_to_stop(self) -> None:
         self.show_screen("training")

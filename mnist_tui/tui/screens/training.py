@@ -274,11 +274,11 @@ class TrainingScreen(Screen[None]):
 
     def _not_live(self) -> None:
         """Pause or stop asked of a run that has ended (from the command palette): point at one that is live."""
-        training = self.app.training_run()  # type: ignore[attr-defined]
-        if training is None:
+        live = self.app.training_run()  # type: ignore[attr-defined]
+        if live is None:
             self.notify("No run is training.", severity="warning")
         else:
-            self.notify(f"This run has ended; run {training.run_id} is live: Enter on it in Runs (F6).",
+            self.notify(f"This run has ended; run {live.run.run_id} is live: Enter on it in Runs (F6).",
                         severity="warning")
 
     def action_toggle_pause(self, shown_as: str = "") -> None:
