@@ -50,6 +50,8 @@ class TrainingSession:
         """Where this trainer's events begin in the log: an end before it belongs to an earlier trainer."""
         self.status_before = status_before
         """A resumed run's status before its trainer was spawned: the run's again if the trainer refuses."""
+        self.replaying = False
+        """True while `events()` yields what the log held when following began: history, not news."""
 
     @classmethod
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
@@ -101,9 +103,11 @@ class TrainingSession:
         offset = 0
         pending = b""
         ended = False
+        first_poll = True
         while True:
             exit_code, chunk = await asyncio.to_thread(self._poll, offset)
             offset += len(chunk)
+            self.replaying, first_poll = first_poll, False
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             for line in lines:

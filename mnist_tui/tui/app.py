@@ -177,7 +177,7 @@ class MnistTuiApp(App[None]):
         """Queue the run's events for the training panel, which drains them on its own timer; a run that
         ended and is resumed elsewhere (`mnist-tui train --resume`) comes back live."""
         async for event in session.events(watch=True):
-            self.training_screen.pending.append(event)
+            self.training_screen.receive(event, replayed=session.replaying)
 
     def evaluate_checkpoint(self, path: Path) -> None:
         self.show_screen("evaluation")

@@ -122,8 +122,10 @@ async def test_a_resumed_trainer_that_dies_is_reported_even_after_an_earlier_end
     assert isinstance((await collect(session))[-1], RunFinished)
     # Without its last.pt the new trainer exits at once; the log's old ending must not hide that.
     (session.run.path / "last.pt").unlink()
-    events = await collect(TrainingSession.continue_run(session.run, synthetic_root, download=False))
-    assert isinstance(events[-1], RunFailed)
+    replaying: list[bool] = []
+    events = await collect(TrainingSession.continue_run(session.run, synthetic_root, download=False),
+                           lambda event, session: replaying.append(session.replaying))
+    assert isinstance(events[-1], RunFailed) and replaying[0] and not replaying[-1]  # old run, new news
     assert "exited with code 2" in events[-1].message and "last.pt" in events[-1].message
     assert session.run.status() == "completed"  # a trainer that refused to start changed nothing
 
@@ -194,6 +196,33 @@ async def test_a_watching_session_ends_with_a_run_that_cannot_go_on(tmp_path: Pa
     assert isinstance(ends[-1], RunFailed) and ends[-1].message == "dataset not found", ends
     shutil.rmtree(stopped.path)  # deleted from Runs: nothing left to watch
     await asyncio.wait_for(watching, timeout=5)
+
+
+async def test_a_session_tells_the_history_it_replays_from_news(runs_dir: Path) -> None:
+    run = create_run(runs_dir, small_config(epochs=2))
+    run.append_event(run_events(str(run.path))[0])
+    run.append_event(RunFailed("dataset not found", str(run.path)))
+    run.set_status("failed")
+    watcher = TrainingSession.attach(run)
+    seen: list[tuple[str, bool]] = []
+
+    async def watch() -> None:
+        async for event in watcher.events(watch=True):
+            seen.append((type(event).__name__, watcher.replaying))
+
+    async def until(count: int) -> None:
+        for _ in range(100):
+            if len(seen) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+    watching = asyncio.create_task(watch())
+    await until(2)
+    run.append_event(RunFailed("dataset still not found", str(run.path)))  # a resume elsewhere that failed
+    await until(3)
+    shutil.rmtree(run.path)
+    await asyncio.wait_for(watching, timeout=5)
+    assert seen == [("RunStarted", True), ("RunFailed", True), ("RunFailed", False)]
 
 
 async def test_a_trainer_that_cannot_be_started_leaves_a_failed_run(synthetic_root: Path, runs_dir: Path,

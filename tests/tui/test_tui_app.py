@@ -190,11 +190,11 @@ async def test_training_bars_move_only_while_a_trainer_starts(tmp_path: Path) ->
             assert [total for total, _ in totals()] == [None, None], "starting: the moving bar"
             assert str(screen.query_one("#run-eta", Static).render()) == ""
             assert "lr - " in str(screen.query_one("#run-stats", Static).render())
-            screen.pending.extend(run_events())
+            screen.receive(*run_events())
             await pilot.pause(0.2)
             assert totals() == [(20, 20), (10, 10)]
         screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo")))
-        screen.pending.append(RunFailed("dataset not found", str(tmp_path / "runs" / "demo")))
+        screen.receive(RunFailed("dataset not found", str(tmp_path / "runs" / "demo")))
         await pilot.pause(0.2)
         assert totals() == [(1, 0), (1, 0)]
 
@@ -205,7 +205,7 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         await pilot.press("f3")
         screen = app.training_screen
         events = run_events()
-        screen.pending.extend(events[:6])
+        screen.receive(*events[:6])
         await pilot.pause(0.2)
         assert screen.state == "running"
         epoch_bar = screen.query_one("#epoch-bar", ProgressBar)
@@ -215,7 +215,7 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
 
         assert (screen.check_action("toggle_pause", ("pause",)), screen.check_action("toggle_pause", ("resume",))
                 ) == (True, False)
-        screen.pending.append(RunPaused(1, 5))
+        screen.receive(RunPaused(1, 5))
         await pilot.pause(0.2)
         assert screen.state == "paused"
         # The footer names `p` for what it does now.
@@ -227,7 +227,7 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         assert "- img/s" in stats and "training 0:00:00" in stats  # 0.25 s into the epoch
         assert "eta -" in str(screen.query_one("#run-eta", Static).render())
 
-        screen.pending.extend(events[6:])
+        screen.receive(*events[6:])
         await pilot.pause(0.2)
         assert screen.state == "completed"
         stats = str(screen.query_one("#run-stats", Static).render())
@@ -254,7 +254,7 @@ async def test_a_run_stopped_mid_epoch_keeps_its_time_and_shows_no_eta(tmp_path:
     async with app.run_test(size=SIZE) as pilot:
         screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
         events = run_events(steps=100)
-        screen.pending.extend([*events[:51], RunFinished("stopped", "runs/demo", 0, 0, None, None, [], 3.0)])
+        screen.receive(*events[:51], RunFinished("stopped", "runs/demo", 0, 0, None, None, [], 3.0))
         await pilot.pause(0.2)
         assert screen.state == "stopped"
         stats = str(screen.query_one("#run-stats", Static).render())
@@ -264,11 +264,27 @@ async def test_a_run_stopped_mid_epoch_keeps_its_time_and_shows_no_eta(tmp_path:
         assert "to evaluate its last.pt" in log_text
 
 
+async def test_a_failure_in_the_replayed_history_is_shown_but_not_announced(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
+        # Opened from Runs: it failed once, was resumed and completed. The old failure is history.
+        history = run_events()
+        screen.receive(history[0], RunFailed("dataset not found", "runs/demo"), *history, replayed=True)
+        await pilot.pause(0.2)
+        assert screen.state == "completed"
+        assert "dataset not found" in "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)
+        assert not app._notifications
+        screen.receive(RunFailed("the trainer is gone", "runs/demo"))
+        await pilot.pause(0.2)
+        assert [n.title for n in app._notifications] == ["Run failed"]
+
+
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
-        screen.pending.append(RunFailed("dataset not found", "runs/demo"))
+        screen.receive(RunFailed("dataset not found", "runs/demo"))
         await pilot.pause(0.2)
         assert "demo failed before training began" in str(screen.query_one("#run-title", Static).render())
 
@@ -279,7 +295,7 @@ async def test_a_trainer_that_died_without_a_word_is_crashed_as_runs_lists_it(tm
         run = create_run(tmp_path / "runs", small_config())
         run.set_status("running", pid=dead_pid())
         screen = await panel_following(app, pilot, run)
-        screen.pending.extend([run_events(str(run.path))[0], RunFailed("the trainer is gone", str(run.path))])
+        screen.receive(run_events(str(run.path))[0], RunFailed("the trainer is gone", str(run.path)))
         await pilot.pause(0.2)
         assert screen.state == "crashed"
         assert "crashed" in str(screen.query_one("#run-stats", Static).render())
@@ -290,7 +306,7 @@ async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f3")
         screen = app.training_screen
-        screen.pending.extend([run_events()[0], RunFailed("loss became nan at epoch 1, step 3", "runs/demo")])
+        screen.receive(run_events()[0], RunFailed("loss became nan at epoch 1, step 3", "runs/demo"))
         await pilot.pause(0.2)
         assert screen.state == "failed"
         assert any("loss became nan" in n.message for n in app._notifications)
@@ -414,7 +430,7 @@ async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Pa
         assert session.commands == ["stop", "pause"]
         # The toast saying a request is on its way goes once the trainer has done it.
         assert any("Pausing" in n.message for n in app._notifications)
-        screen.pending.append(RunPaused(1, 5))
+        screen.receive(RunPaused(1, 5))
         await pilot.pause(0.2)
         assert not any("Pausing" in n.message for n in app._notifications)
         screen.state = "running"

@@ -80,7 +80,7 @@ def test_training_screen(snap_compare: SnapCompare, size: tuple[int, int]) -> No
         assert isinstance(app, MnistTuiApp)
         await app.workers.wait_for_complete()
         await pilot.press("f3")
-        app.training_screen.pending.extend(run_events(steps=40))
+        app.training_screen.receive(*run_events(steps=40))
         await pilot.pause(0.3)
 
     assert snap_compare(make_app(), terminal_size=size, run_before=feed)

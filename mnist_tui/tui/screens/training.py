@@ -1,7 +1,7 @@
 """The live training panel: bars with ETA, throughput, loss and accuracy charts, a log, pause and stop.
 
-Events arrive in `pending` from the app's feed worker; a timer drains them a few times a second and
-redraws once inside `batch_update()`, whatever the training speed.
+Events arrive through `receive` from the app's feed worker; a timer drains them a few times a second
+and redraws once inside `batch_update()`, whatever the training speed.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class TrainingScreen(Screen[None]):
         self.chart_seconds = chart_seconds
         self.charted_at = 0.0
         self.charts_stale = False
-        self.pending: list[Event] = []
+        self.pending: list[tuple[Event, bool]] = []
+        """Events not yet drawn, each with whether it is replayed history."""
         self.session: TrainingSession | None = None
         self.state = "idle"
         self.epochs = 0
@@ -119,6 +120,11 @@ class TrainingScreen(Screen[None]):
 
     # Events -----------------------------------------------------------------------------------------
 
+    def receive(self, *events: Event, replayed: bool = False) -> None:
+        """Queue events for the next drain. Replayed ones (the log as it was when the panel began to follow
+        it) are drawn like the rest but not announced: an old failure gets no toast."""
+        self.pending.extend((event, replayed) for event in events)
+
     def drain(self) -> None:
         """Fold every pending event into the panel's state and redraw once; replot a chart, which costs far
         more to draw than the rest, only when its data changed and at most every `chart_seconds` while
@@ -134,8 +140,8 @@ class TrainingScreen(Screen[None]):
                 events, self.pending = self.pending, []
                 log = self.query_one(RichLog)
                 was_state = self.state
-                for event in events:
-                    self.apply(event, log, loss_chart, accuracy_chart)
+                for event, replayed in events:
+                    self.apply(event, log, loss_chart, accuracy_chart, replayed)
                 if self.state != was_state:
                     self.refresh_bindings()  # the footer's pause, resume and stop follow the state
                 self.redraw()
@@ -147,7 +153,8 @@ class TrainingScreen(Screen[None]):
                         chart.replot()
                 self.charted_at, self.charts_stale = now, False
 
-    def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart) -> None:
+    def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart,
+              replayed: bool = False) -> None:
         if isinstance(event, RunStarted):
             config = event.config
             self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
@@ -212,7 +219,8 @@ class TrainingScreen(Screen[None]):
             self.state = "crashed" if crashed else "failed"
             self._answered("stop")
             log.write(f"[red][b]failed:[/b] {event.message}[/]")
-            self.notify(event.message, title="Run failed", severity="error", timeout=10)
+            if not replayed:
+                self.notify(event.message, title="Run failed", severity="error", timeout=10)
 
     def _answered(self, request: str) -> None:
         """The trainer did what it was asked: the "Pausing…" or "Stopping…" toast has said its piece."""
