@@ -26,11 +26,13 @@ from typing import Any
 
 from mnist_tui.config import TrainConfig
 from mnist_tui.control import write_json_atomic
-from mnist_tui.events import EpochEnded, Event, RunFailed, RunFinished, RunStarted, dumps, from_json
+from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunStarted, dumps, from_json
 
 RUNS_DIR_ENV = "MNIST_TUI_RUNS"
 DEFAULT_RUNS_DIR = Path("runs")
 ACTIVE_STATUSES = ("starting", "running", "paused")
+PROGRESS_LINE_START = f'{{"event":"{BatchProgress.name}",'
+"""How a batch progress line begins in the log: `dumps` writes the event's name first, without spaces."""
 
 
 def resolve_runs_dir(explicit: str | Path | None = None) -> Path:
@@ -106,14 +108,20 @@ class RunDir:
                     line = b"\n" + line
             stream.write(line)
 
-    def read_events(self) -> list[Event]:
+    def read_events(self, *, progress: bool = True) -> list[Event]:
         """The events logged so far. A last line without its newline is still being written and is left
         for the next read; a line that does not parse (cut short by a crash, edited by hand) is skipped,
-        as the dashboard does, rather than costing the run its whole history."""
+        as the dashboard does, rather than costing the run its whole history.
+
+        Without `progress`, batch progress lines (ten a second, nearly all of a long run's log) are passed
+        over unparsed: summaries need only the starts, epochs and ends, and the Runs screen re-reads the
+        logs every two seconds while a run trains."""
         if not self.events_path.exists():
             return []
         events = []
         for line in self.events_path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]:
+            if not progress and line.startswith(PROGRESS_LINE_START):
+                continue
             try:
                 events.append(from_json(json.loads(line)))
             except (ValueError, KeyError, TypeError):
@@ -121,7 +129,7 @@ class RunDir:
         return events
 
     def epoch_events(self) -> list[EpochEnded]:
-        return [e for e in self.read_events() if isinstance(e, EpochEnded)]
+        return [e for e in self.read_events(progress=False) if isinstance(e, EpochEnded)]
 
     def set_status(self, status: str, pid: int | None = None) -> None:
         pid = pid if pid is not None else os.getpid()
@@ -213,7 +221,7 @@ class RunSummary:
 
 def summarize(run: RunDir) -> RunSummary:
     config = run.config()
-    events = run.read_events()
+    events = run.read_events(progress=False)
     epochs = [e for e in events if isinstance(e, EpochEnded)]
     # A resumed run's log holds one session after another; the last one that began training counts. (A
     # resume that failed before it began, say for want of data, leaves the run's time as it was.)

@@ -88,6 +88,7 @@ def test_append_and_read_events(runs_dir: Path) -> None:
     for event in SAMPLE_EVENTS:
         run.append_event(event)
     assert run.read_events() == SAMPLE_EVENTS
+    assert run.read_events(progress=False) == [e for e in SAMPLE_EVENTS if not isinstance(e, BatchProgress)]
     lines = run.events_path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(SAMPLE_EVENTS)
     assert all(json.loads(line)["event"] for line in lines)
