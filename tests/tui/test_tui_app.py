@@ -280,6 +280,21 @@ async def test_a_failure_in_the_replayed_history_is_shown_but_not_announced(tmp_
         assert [n.title for n in app._notifications] == ["Run failed"]
 
 
+async def test_evaluate_takes_the_best_checkpoint_from_the_run_folder_as_this_dashboard_sees_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        run = create_run(tmp_path / "runs", small_config())
+        (run.path / "best.pt").write_bytes(b"")
+        screen = await panel_following(app, pilot, run)
+        screen.receive(*run_events("runs/demo"))  # a headless trainer's paths: relative to its own folder
+        await pilot.pause(0.2)
+        asked: list[Path] = []
+        monkeypatch.setattr(app, "evaluate_checkpoint", asked.append)
+        await pilot.press("e")
+        assert asked == [run.path / "best.pt"]
+
+
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:

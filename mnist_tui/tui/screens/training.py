@@ -7,7 +7,6 @@ and redraws once inside `batch_update()`, whatever the training speed.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -69,7 +68,6 @@ class TrainingScreen(Screen[None]):
         self.epoch_elapsed = 0.0
         self.finished_seconds = 0.0
         self.best: EpochEnded | None = None
-        self.best_path: Path | None = None
         self.stop_confirm_until = 0.0
         self.awaiting: str | None = None
         """"pause" or "stop" while the trainer has been asked to and has not yet: its toast goes when it has."""
@@ -106,7 +104,7 @@ class TrainingScreen(Screen[None]):
         """Reset the panel for a run; its whole history replays from the event log."""
         self.session = session
         self.pending.clear()
-        self.state, self.epoch, self.step, self.best, self.best_path = "starting", 0, 0, None, None
+        self.state, self.epoch, self.step, self.best = "starting", 0, 0, None
         self.epochs = self.steps = 0
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
         self.last_epoch_throughput = 0.0
@@ -190,8 +188,6 @@ class TrainingScreen(Screen[None]):
                       f"acc {event.train_accuracy:.2%} (val {event.val_accuracy:.2%})  "
                       f"{event.epoch_seconds:.1f}s{mark}")
         elif isinstance(event, CheckpointSaved):
-            if event.kind == "best":
-                self.best_path = Path(event.path)
             at = f"epoch {event.epoch + 1}, step {event.step}" if event.step else f"epoch {event.epoch}"
             log.write(f"[dim]saved {event.kind}.pt ({at})[/]")
         elif isinstance(event, RunPaused):
@@ -328,8 +324,10 @@ class TrainingScreen(Screen[None]):
         self.notify("Stopping: saving last.pt…")
 
     def action_evaluate_best(self) -> None:
-        path = self.best_path
-        if path is None and self.session is not None:
+        """The run's best.pt, else its last.pt, found in the run's folder as this dashboard sees it: the
+        paths in the log are the trainer's, relative to wherever it was started."""
+        path = None
+        if self.session is not None:
             path = next((p for p in (self.session.run.path / "best.pt", self.session.run.path / "last.pt")
                          if p.exists()), None)
         if path is None:
