@@ -26,7 +26,7 @@ from mnist_tui.config import (
     field_help,
     read_config_values,
 )
-from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run, list_runs, resolve_runs_dir
+from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, create_run, list_runs, resolve_runs_dir
 
 if TYPE_CHECKING:
     from mnist_tui.tui.app import MnistTuiApp
@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         quiet_stdout()
         return EXIT_FAILURE
+    except OSError as error:  # a full disk, a folder that cannot be read or written: say so, not a traceback
+        print(f"mnist-tui: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:  # Ctrl+C before a run began (a run handles its own), or in a listing
         print("mnist-tui: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -201,6 +204,9 @@ def command_train(args: argparse.Namespace) -> int:
             raise UsageError(f"run {run.run_id} is still {status}; attach to it with `mnist-tui attach`")
         if status == "completed":
             raise UsageError(f"run {run.run_id} completed; clone its settings into a new run instead")
+        if status not in (*RESUMABLE_STATUSES, *ACTIVE_STATUSES):
+            raise UsageError(f"run {run.run_id} has no readable status.json, so it might still be training; "
+                             "only a stopped, failed or crashed run can be resumed")
         if args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
             raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
         try:

@@ -31,6 +31,9 @@ from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFin
 RUNS_DIR_ENV = "MNIST_TUI_RUNS"
 DEFAULT_RUNS_DIR = Path("runs")
 ACTIVE_STATUSES = ("starting", "running", "paused")
+RESUMABLE_STATUSES = ("stopped", "failed", "crashed")
+"""A run in one of these can go on from its last.pt; an active one already is, a completed one is done, and
+one whose status cannot be read might still be training."""
 PROGRESS_LINE_START = f'{{"event":"{BatchProgress.name}",'
 """How a batch progress line begins in the log: `dumps` writes the event's name first, without spaces."""
 

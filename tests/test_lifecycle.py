@@ -121,6 +121,32 @@ def test_resume_refuses_a_run_that_is_still_live_or_unknown(runs_dir: Path) -> N
     assert main(["train", "--resume", "no-such-run", "--runs-dir", str(runs_dir)]) == 2
 
 
+def test_resume_refuses_a_run_whose_status_is_unknown(trained: Trained, runs_dir: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_tui.__main__ import main
+
+    run = RunDir(runs_dir / "unknown")
+    shutil.copytree(trained.run_dir, run.path)  # with a last.pt to go on from, but no status.json
+    (run.path / "config.json").write_text(json.dumps(small_config().to_dict()))
+    assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 2
+    assert "no readable status.json, so it might still be training" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_cannot_be_written_is_an_error_not_a_traceback(
+        trained: Trained, runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_tui.__main__ import main
+
+    run = RunDir(runs_dir / "stuck")
+    shutil.copytree(trained.run_dir, run.path)
+    (run.path / "config.json").write_text(json.dumps(small_config().to_dict()))
+    run.set_status("stopped")
+    (run.path / "control.json").unlink(missing_ok=True)
+    (run.path / "control.json").mkdir()  # resuming writes it first
+    assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("mnist-tui: error: ") and "control.json" in line
+
+
 def test_resume_names_a_damaged_config_file(trained: Trained, runs_dir: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     from mnist_tui.__main__ import main

@@ -584,6 +584,15 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         assert isinstance(app.screen, TrainingScreen) and app.session is not None and app.session.run.path == run.path
 
         await pilot.press("f6")
+        await wait_for(pilot, lambda: table.row_count == 1)
+        saved_config = (run.path / "config.json").read_text()
+        (run.path / "config.json").write_text("{")  # damaged after the list was read
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, RunsScreen)
+        assert any("Cannot read the settings" in n.message for n in app._notifications)
+        (run.path / "config.json").write_text(saved_config)
+
         await pilot.press("d")
         await pilot.pause()
         await pilot.press("enter")  # the dialog opens on Cancel

@@ -13,12 +13,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from mnist_tui.reporting import format_duration, format_percent, styled_status
-from mnist_tui.runs import ACTIVE_STATUSES, RunDir, RunSummary, list_runs
+from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, RunSummary, list_runs
 from mnist_tui.tui.screens.dialogs import ChoiceDialog
 from mnist_tui.tui.widgets.charts import RunsChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
-RESUMABLE = ("stopped", "failed", "crashed")
 LIVE_REFRESH_SECONDS = 2.0
 
 
@@ -146,7 +145,7 @@ class RunsScreen(Screen[None]):
         run = self.readable()
         if run is None:
             return
-        if run.status not in RESUMABLE:
+        if run.status not in RESUMABLE_STATUSES:
             self.notify(f"Only a stopped, failed or crashed run can be resumed; this one is {run.status}.",
                         severity="warning")
         elif not (run.path / "last.pt").is_file():
@@ -156,9 +155,15 @@ class RunsScreen(Screen[None]):
 
     def action_clone(self) -> None:
         run = self.readable()
-        if run is not None:
-            self.app.settings_from(RunDir(run.path).config())  # type: ignore[attr-defined]
-            self.notify(f"Settings of {run.run_id} loaded: adjust them and press F5.")
+        if run is None:
+            return
+        try:
+            config = RunDir(run.path).config()
+        except (OSError, ValueError) as error:  # deleted or damaged since the list was read
+            self.notify(f"Cannot read the settings of {run.run_id}: {error}", severity="error")
+            return
+        self.app.settings_from(config)  # type: ignore[attr-defined]
+        self.notify(f"Settings of {run.run_id} loaded: adjust them and press F5.")
 
     def action_delete(self) -> None:
         run = self.selected()
