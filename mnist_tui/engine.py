@@ -109,11 +109,16 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
         yield RunFailed(f"batch_size {config.batch_size} is larger than the {len(train_split)} training images",
                         str(run_dir))
         return
-    train_split, val_split = train_split.to(device), val_split.to(device)
-
     spec = MODEL_SPECS[config.model]
     torch.manual_seed(config.seed)
-    model = build_model(config.model).to(device)
+    try:
+        train_split, val_split = train_split.to(device), val_split.to(device)
+        model = build_model(config.model).to(device)
+    except torch.cuda.OutOfMemoryError:  # a shared GPU that other processes have filled
+        yield RunFailed(f"CUDA out of memory before training began: {describe_device(device)} has no room for "
+                        f"{config.dataset} and the model; free it (see nvidia-smi) or train on --device cpu",
+                        str(run_dir))
+        return
     optimizer = build_optimizer(config, model.parameters(), device)
     steps = steps_per_epoch(len(train_split), config.batch_size)
     scheduler = build_scheduler(config, optimizer, steps * config.epochs)

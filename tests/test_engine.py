@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import TEST_SIZE, TRAIN_SIZE
 
-from mnist_tui import engine
+from mnist_tui import batches, engine
 from mnist_tui.batches import load_split
 from mnist_tui.checkpoints import load_checkpoint
 from mnist_tui.config import TrainConfig
@@ -170,15 +170,16 @@ def test_stop_requested_before_start(synthetic_root: Path, tmp_path: Path, make_
     assert load_checkpoint(tmp_path / "run" / "last.pt").raw["step"] == 1
 
 
-def test_stop_at_epoch_end(synthetic_root: Path, tmp_path: Path, make_config: MakeConfig) -> None:
-    # Without per-step reports the first poll is at the epoch's last step: the run stops after that epoch.
-    control = StopAfter(1)
-    events = run(make_config(epochs=3), tmp_path / "run", synthetic_root, control=control)
+def test_stop_at_epoch_end(synthetic_root: Path, tmp_path: Path, make_config: MakeConfig,
+                           report_every_step: None) -> None:
+    # A stop asked at an epoch's last step lets the epoch end: validated, saved whole, no mid-epoch state.
+    events = run(make_config(epochs=3), tmp_path / "run", synthetic_root, control=StopAfter(STEPS))
     finished = events[-1]
     assert isinstance(finished, RunFinished) and finished.status == "stopped"
-    assert 0 <= finished.epochs_done < 3
+    assert finished.epochs_done == 1 and len(epochs_of(events)) == 1
     last = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert last.epoch == finished.epochs_done
+    assert (last.epoch, last.raw["step"]) == (1, 0)
+    assert (tmp_path / "run" / "best.pt").is_file()
 
 
 class Gate(RunControl):
@@ -349,6 +350,27 @@ def test_missing_dataset_fails_cleanly(tmp_path: Path, make_config: MakeConfig) 
     assert list((tmp_path / "run").iterdir()) == []
 
 
+def cuda_out_of_memory(*args: object) -> torch.Tensor:
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 46.00 MiB")
+
+
+def test_a_full_gpu_before_training_fails_cleanly(synthetic_root: Path, tmp_path: Path, make_config: MakeConfig,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batches.Split, "to", cuda_out_of_memory)
+    events = run(make_config(), tmp_path / "run", synthetic_root)
+    assert len(events) == 1 and isinstance(events[0], RunFailed)
+    assert "out of memory before training began" in events[0].message and "--device cpu" in events[0].message
+
+
+def test_running_out_of_gpu_memory_mid_run_fails_cleanly(synthetic_root: Path, tmp_path: Path,
+                                                         make_config: MakeConfig,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "prepare", cuda_out_of_memory)
+    events = run(make_config(batch_size=32), tmp_path / "run", synthetic_root)
+    failed = events[-1]
+    assert isinstance(failed, RunFailed) and "out of memory with batch_size 32; try a smaller batch" in failed.message
+
+
 def test_missing_device_fails_cleanly(synthetic_root: Path, tmp_path: Path, make_config: MakeConfig) -> None:
     events = run(make_config(device="cuda:99"), tmp_path / "run", synthetic_root)
     assert len(events) == 1 and isinstance(events[0], RunFailed)
@@ -449,8 +471,3 @@ def test_resume_of_a_finished_run_does_nothing_more(synthetic_root: Path, tmp_pa
     assert finished.final_val_accuracy == epochs_of(first)[-1].val_accuracy
 
 
-def test_train_is_lazy(tmp_path: Path, make_config: MakeConfig) -> None:
-    # A generator: nothing happens (no data read, no files) until the caller asks for the first event.
-    stream: Iterator[Event] = engine.train(make_config(), tmp_path / "run", tmp_path / "no-data")
-    assert not (tmp_path / "run").exists()
-    assert isinstance(next(stream), RunFailed)
