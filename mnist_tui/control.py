@@ -24,12 +24,17 @@ def temporary_beside(path: Path) -> tuple[int, str]:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file."""
+    """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file; a write that
+    fails (a full disk) leaves no temporary file behind."""
     handle, temporary = temporary_beside(path)
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2)
-        stream.write("\n")
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class RunControl:

@@ -131,8 +131,8 @@ def read_idx(path: Path) -> IdxFile:
 def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = False) -> Path:
     """Check the four IDX files in `source` and lay them out where torchvision reads them.
 
-    Every file is checked before anything is written, and files are written to a temporary folder and
-    renamed into place, so a refused or interrupted import leaves nothing half-written. Different files
+    Every file is checked before anything is written, and files are written to a temporary folder, synced
+    and renamed into place one by one, so a refused or interrupted import leaves no file half-written. Different files
     already in place are replaced only with `replace`: runs trained on them would silently change data.
 
     Returns:

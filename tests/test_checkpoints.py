@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import pickle
 import random
@@ -79,6 +80,22 @@ def test_failed_save_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
     assert int(torch.load(path, weights_only=True)["version"]) == 1
+
+
+def test_a_failed_json_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "status.json"
+    write_json_atomic(path, {"status": "running"})
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(json, "dump", disk_full)
+    with pytest.raises(OSError):
+        write_json_atomic(path, {"status": "stopped"})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
 
 
 # loading what should load
