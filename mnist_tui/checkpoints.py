@@ -26,6 +26,7 @@ from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
 from mnist_tui.control import temporary_beside
 from mnist_tui.data import first_line
+from mnist_tui.events import saved_position
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
 
 FORMAT = "mnist-tui-checkpoint"
@@ -216,8 +217,7 @@ class CheckpointInfo:
 
     @property
     def position(self) -> str:
-        """Where in training it was saved, as the training log says it: `3`, or `4, step 66` mid-epoch."""
-        return f"{self.epoch + 1}, step {self.step}" if self.step else str(self.epoch)
+        return saved_position(self.epoch, self.step)
 
 
 def read_checkpoint_info(path: Path) -> CheckpointInfo:

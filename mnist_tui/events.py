@@ -77,6 +77,16 @@ class CheckpointSaved:
     step: int = 0
     """Steps into the next epoch, for a save on stop; 0 at an epoch's end."""
 
+    @property
+    def position(self) -> str:
+        return saved_position(self.epoch, self.step)
+
+
+def saved_position(epoch: int, step: int) -> str:
+    """Where in training a checkpoint was saved, as the log and the checkpoint list both say it: `3` after
+    three whole epochs, `4, step 66` for a stop 66 batches into the fourth."""
+    return f"{epoch + 1}, step {step}" if step else str(epoch)
+
 
 @dataclass(frozen=True)
 class RunPaused:

@@ -6,6 +6,8 @@ import pytest
 import torch
 from conftest import MnistModel
 
+from mnist_tui.config import DATASETS, MODELS
+from mnist_tui.data import DATASET_SPECS
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict, parameter_count
 
 
@@ -64,3 +66,8 @@ def test_match_state_dict_refuses_lookalikes() -> None:
 def test_model_specs_carry_preprocessing() -> None:
     assert (MODEL_SPECS["mlp"].mean, MODEL_SPECS["mlp"].std) == (0.0, 1.0)
     assert MODEL_SPECS["cnn"].std > 0
+
+
+def test_the_configs_choices_are_the_registries_keys() -> None:
+    # config.py names them without importing torch; the registries are the truth.
+    assert (tuple(MODEL_SPECS), tuple(DATASET_SPECS)) == (MODELS, DATASETS)

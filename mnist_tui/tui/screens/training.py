@@ -188,8 +188,7 @@ class TrainingScreen(Screen[None]):
                       f"acc {event.train_accuracy:.2%} (val {event.val_accuracy:.2%})  "
                       f"{event.epoch_seconds:.1f}s{mark}")
         elif isinstance(event, CheckpointSaved):
-            at = f"epoch {event.epoch + 1}, step {event.step}" if event.step else f"epoch {event.epoch}"
-            log.write(f"[dim]saved {event.kind}.pt ({at})[/]")
+            log.write(f"[dim]saved {event.kind}.pt (epoch {event.position})[/]")
         elif isinstance(event, RunPaused):
             self.state = "paused"
             self._answered("pause")
