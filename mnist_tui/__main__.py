@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 from mnist_tui.config import (
     CHOICES,
     FIELD_TYPES,
+    MODEL_DEFAULTS,
     ConfigError,
     TrainConfig,
     check_device,
@@ -82,7 +83,9 @@ def build_parser() -> Parser:
                                help=field_help(f.name))
         else:
             metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else f.name.upper()
-            train.add_argument(flag, dest=f.name, metavar=metavar, help=f"{field_help(f.name)} (default: {f.default})")
+            default = f"{f.default}" + "".join(f"; {model}: {values[f.name]}"
+                                               for model, values in MODEL_DEFAULTS.items() if f.name in values)
+            train.add_argument(flag, dest=f.name, metavar=metavar, help=f"{field_help(f.name)} (default: {default})")
     train.add_argument("--json", action="store_true", help="print one JSON event per line instead of progress bars")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or crashed run (an id or folder) "
                        "from its last.pt, in the same folder")

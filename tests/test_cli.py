@@ -65,6 +65,13 @@ def assert_one_line_error(result: Result, code: int = 2) -> str:
     return lines[0]
 
 
+def test_train_help_gives_each_models_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 20; cnn: 3)" in help_text and "(default: none; cnn: onecycle)" in help_text
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--bogus"], "--bogus"),
     (["--bogus", "runs"], "--bogus (see `mnist-tui --help`)"),
