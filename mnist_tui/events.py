@@ -31,6 +31,8 @@ class RunStarted:
     time: float = 0.0
     elapsed_before: float = 0.0
     """Wall-clock seconds of the run's earlier sessions, when it resumes."""
+    start_step: int = 0
+    """Batches into `start_epoch + 1` it resumes at: a run stopped mid-epoch goes on where it stopped."""
 
 
 @dataclass(frozen=True)

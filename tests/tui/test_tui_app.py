@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
 
-from mnist_tui.events import RunFailed, RunFinished, RunPaused
+from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunStarted
 from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
@@ -293,6 +294,21 @@ async def test_evaluate_takes_the_best_checkpoint_from_the_run_folder_as_this_da
         monkeypatch.setattr(app, "evaluate_checkpoint", asked.append)
         await pilot.press("e")
         assert asked == [run.path / "best.pt"]
+
+
+async def test_a_run_resumed_after_a_crash_redraws_the_steps_it_redid_once(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
+        events = run_events(steps=10)
+        crashed_in_epoch_two = events[:19]  # started, epoch 1 and its saves, 5 steps of epoch 2
+        started = events[0]
+        assert isinstance(started, RunStarted)
+        resumed = replace(started, start_epoch=1)  # from last.pt, saved at the end of epoch 1
+        screen.receive(*crashed_in_epoch_two, RunFailed("the trainer is gone", "runs/demo"), resumed, *events[14:])
+        await pilot.pause(0.2)
+        xs = list(screen.query_one(LossChart).train.xs)
+        assert xs == sorted(xs) and len(xs) == 20
 
 
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:

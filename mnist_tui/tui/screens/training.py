@@ -158,6 +158,8 @@ class TrainingScreen(Screen[None]):
             self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
             self.batch_size = config["batch_size"]
             self.epoch = event.start_epoch
+            # A trainer that crashed got further than its last checkpoint: the resumed one redoes that part.
+            loss_chart.train.cut_after(event.start_epoch + event.start_step / event.steps_per_epoch)
             self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
                                 f"{event.device_name} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "

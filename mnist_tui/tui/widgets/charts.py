@@ -58,6 +58,13 @@ class SmoothedSeries:
         self.ys.clear()
         self._last = None
 
+    def cut_after(self, x: float) -> None:
+        """Drop the points beyond `x`: a run resumed from an earlier checkpoint trains them again."""
+        while self.xs and self.xs[-1] > x:
+            self.xs.pop()
+            self.ys.pop()
+        self._last = self.ys[-1] if self.ys else None
+
 
 class Chart(PlotextPlot):
     """A chart that redraws its series from plain lists whenever it is resized or asked to.
