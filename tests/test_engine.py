@@ -422,6 +422,7 @@ def test_resume_mid_epoch_matches_uninterrupted_run(synthetic_root: Path, tmp_pa
     started = resumed[0]
     assert isinstance(started, RunStarted)
     assert started.start_epoch == (stop_at - 1) // STEPS
+    assert started.start_step == stop_at % STEPS
     first_step = next(e for e in resumed if isinstance(e, BatchProgress))
     assert first_step.step == stop_at % STEPS + 1
     assert metrics(stopped) + metrics(resumed) == metrics(whole)
