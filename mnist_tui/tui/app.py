@@ -172,6 +172,13 @@ class MnistTuiApp(App[None]):
         self.training_screen.follow(session)
         self._feed(session)
 
+    def forget_run(self, run: RunDir) -> None:
+        """A deleted run leaves the training panel, which would otherwise offer to evaluate files now gone."""
+        if self.session is not None and self.session.run.path.resolve() == run.path.resolve():
+            self.workers.cancel_group(self, "feed")
+            self.session = None
+            self.training_screen.forget(f"Run {run.run_id} was deleted. Set up a new one on Settings (F2).")
+
     @work(exclusive=True, group="feed")
     async def _feed(self, session: TrainingSession) -> None:
         """Queue the run's events for the training panel, which drains them on its own timer; a run that

@@ -618,6 +618,9 @@ async def test_runs_browser_opens_clones_and_deletes_runs(trained: Trained, tmp_
         await pilot.pause()
         await pilot.click("#delete")
         await wait_for(pilot, lambda: not run.path.exists())
+        # It was open on the training panel, which lets it go rather than offer to evaluate its lost files.
+        assert app.session is None and app.training_screen.session is None
+        assert "was deleted" in app.training_screen.description
 
 
 class OneWidgetApp(App[None]):

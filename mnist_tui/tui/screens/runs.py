@@ -185,6 +185,7 @@ class RunsScreen(Screen[None]):
                 self.notify(f"Cannot delete {run.path}: {error}", severity="error")
             else:
                 self.marked.discard(run.run_id)
+                self.app.forget_run(RunDir(run.path))  # type: ignore[attr-defined]
                 self.notify(f"Deleted {run.run_id}.")
             self.action_refresh()
 

@@ -102,14 +102,21 @@ class TrainingScreen(Screen[None]):
 
     def follow(self, session: TrainingSession) -> None:
         """Reset the panel for a run; its whole history replays from the event log."""
+        self._reset(session, "starting", f"Starting run {session.run.run_id}…")
+
+    def forget(self, description: str) -> None:
+        """Empty the panel (its run was deleted), saying why."""
+        self._reset(None, "idle", description)
+
+    def _reset(self, session: TrainingSession | None, state: str, description: str) -> None:
         self.session = session
         self.pending.clear()
-        self.state, self.epoch, self.step, self.best = "starting", 0, 0, None
+        self.state, self.epoch, self.step, self.best = state, 0, 0, None
         self.epochs = self.steps = 0
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
         self.last_epoch_throughput = 0.0
         self.stop_confirm_until, self.awaiting = 0.0, None
-        self.description = f"Starting run {session.run.run_id}…"
+        self.description = description
         if self.is_mounted:
             self.query_one(LossChart).clear()
             self.query_one(AccuracyChart).clear()
