@@ -14,7 +14,7 @@ from fake_events import run_events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, ProgressBar, RichLog, Select, Static
+from textual.widgets import Checkbox, DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunStarted
 from mnist_tui.runs import RunDir, create_run
@@ -94,6 +94,12 @@ async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_pat
         split.value = "0"
         await pilot.pause()
         assert not field.has_class("-invalid")
+
+        # A field's help, written for --help too, shows its `code` spans in bold rather than with backticks.
+        app.screen.query_one("#input-optimizer", Select).focus()
+        await pilot.pause()
+        help_text = app.screen.query_one("#help-text", Static).render()
+        assert "adamw" in str(help_text) and "`" not in str(help_text)
 
         # Past the last field, the side panel's controls say what Enter on them does.
         app.screen.query_one("#input-num_threads", Input).focus()
@@ -309,6 +315,16 @@ async def test_a_run_resumed_after_a_crash_redraws_the_steps_it_redid_once(tmp_p
         await pilot.pause(0.2)
         xs = list(screen.query_one(LossChart).train.xs)
         assert xs == sorted(xs) and len(xs) == 20
+
+
+async def test_the_augment_box_shows_its_state_without_colour(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        box = app.screen.query_one("#input-augment", Checkbox)
+        assert str(box.render()).startswith("▐ ▌")
+        box.value = True
+        await pilot.pause()
+        assert str(box.render()).startswith("▐X▌")
 
 
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
@@ -33,6 +36,14 @@ PRESETS: dict[str, TrainConfig] = {
     "fast-cnn": TrainConfig.defaults_for("cnn"),
 }
 BASE_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class TickBox(Checkbox):
+    """A checkbox ticked with a character as well as a colour: under NO_COLOR, colour alone shows nothing."""
+
+    def render(self) -> Content:
+        self.BUTTON_INNER = "X" if self.value else " "
+        return super().render()
 
 
 def field_error(name: str, raw: Any) -> str | None:
@@ -103,7 +114,7 @@ class SettingsScreen(Screen[None]):
             return Select([(d, d) for d in self.devices], value=default, allow_blank=False, id=control_id,
                           compact=True)
         if FIELD_TYPES.get(name) is bool:
-            return Checkbox("shifts and rotations", value=default, id=control_id, compact=True)
+            return TickBox("shifts and rotations", value=default, id=control_id, compact=True)
         return Input(str(default), id=control_id, compact=True)
 
     def on_mount(self) -> None:
@@ -200,7 +211,9 @@ class SettingsScreen(Screen[None]):
     def _help_for(self, control_id: str) -> None:
         if control_id.startswith("input-"):
             name = control_id.removeprefix("input-")
-            self.query_one("#help-text", Static).update(f"[b]{name}[/b]: {field_help(name)}")
+            # The help is written for `--help` too: its `code` spans become bold here.
+            text = re.sub(r"`([^`]+)`", r"[b]\1[/b]", escape(field_help(name)))
+            self.query_one("#help-text", Static).update(f"[b]{name}[/b]: {text}")
         elif control_id in SIDE_HELP:
             self.query_one("#help-text", Static).update(SIDE_HELP[control_id])
 

@@ -174,7 +174,7 @@ class AccuracyChart(Chart):
         plt.xlabel("epoch")
         if self.epochs:
             plt.plot(self.epochs, [100 * a for a in self.train], label="train", marker="braille")
-            plt.plot(self.epochs, [100 * a for a in self.val], label="val", marker="braille")
+            plt.plot(self.epochs, [100 * a for a in self.val], label="val", marker="dot")  # as on the loss chart
         if self.best_epoch:
             best = self.val[self.epochs.index(self.best_epoch)]
             plt.scatter([self.best_epoch], [100 * best], label=f"best {100 * best:.2f}%", marker="x")
