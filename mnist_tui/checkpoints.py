@@ -224,6 +224,7 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
     """Describe a checkpoint for a list; raises CheckpointError like `load_checkpoint`."""
     checkpoint = load_checkpoint(path)
     kind = path.stem if path.stem in ("best", "last") else "file"
+    step = int(checkpoint.raw.get("step", 0))
     return CheckpointInfo(
         path=path,
         run_id=path.parent.name,
@@ -231,9 +232,10 @@ def read_checkpoint_info(path: Path) -> CheckpointInfo:
         model=checkpoint.model_name,
         dataset=checkpoint.config.dataset,
         epoch=checkpoint.epoch,
-        val_accuracy=checkpoint.metrics.get("val_accuracy"),
+        # A stop mid-epoch saves weights that were never validated; its metrics are the epoch before's.
+        val_accuracy=None if step else checkpoint.metrics.get("val_accuracy"),
         created=str(checkpoint.raw.get("created", "")),
-        step=int(checkpoint.raw.get("step", 0)),
+        step=step,
     )
 
 

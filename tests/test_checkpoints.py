@@ -142,7 +142,9 @@ def test_read_checkpoint_info_and_discovery(trained: Trained, tmp_path: Path) ->
     # A stop's mid-epoch save is placed as the training log places it: in the next epoch, at its step.
     stopped = tmp_path / "last.pt"
     save_checkpoint(stopped, dict(torch.load(trained.last, weights_only=True), epoch=0, step=66))
-    assert read_checkpoint_info(stopped).position == "1, step 66"
+    stopped_info = read_checkpoint_info(stopped)
+    assert stopped_info.position == "1, step 66"
+    assert stopped_info.val_accuracy is None  # never validated: its metrics are an earlier epoch's
 
 
 # refusing what should not
