@@ -94,6 +94,9 @@ class EvaluationScreen(Screen[None]):
         self.download = download
         self.paths: list[Path] = []
         self.result: EvaluationResult | None = None
+        self.shown: tuple[Path, EvaluationResult, bool] | None = None
+        """The last result shown (its file, the result, whether it was a bare state_dict): a file that
+        cannot be evaluated puts it back, as a mistyped path leaves it."""
         self.page = 0
         self.first_shown = 0
         """The first digit on the page: a resize that changes how many fit keeps it in view."""
@@ -210,8 +213,9 @@ class EvaluationScreen(Screen[None]):
     # Evaluation -------------------------------------------------------------------------------------
 
     def evaluate(self, path: Path) -> None:
-        """Evaluate `path` in the background; before the screen is first shown, once it is. A path that
-        names no file (a typo) is refused in a toast, and what is on screen stays."""
+        """Evaluate `path` in the background; before the screen is first shown, once it is. A file that
+        cannot be evaluated is refused in a toast, and the last result comes back (a mistyped path is
+        refused at once, and what is on screen stays)."""
         if not self.query("#eval-status"):
             self.queued = path
             return
@@ -265,9 +269,15 @@ class EvaluationScreen(Screen[None]):
 
     def _show_error(self, message: str) -> None:
         self.query_one("#eval-progress").display = False
-        self._clear_results()
-        self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
         self.notify(message, title="Cannot evaluate", severity="error", timeout=8)
+        if self.shown is None:
+            self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
+            return
+        self.current, result, bare_state_dict = self.shown
+        row = self._row_of(self.current)
+        if row is not None:
+            self.query_one("#checkpoints", DataTable).move_cursor(row=row)
+        self._show_result(result, bare_state_dict)
 
     def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False) -> None:
         from mnist_tui.checkpoints import BARE_STATE_DICT_NOTE
@@ -275,6 +285,7 @@ class EvaluationScreen(Screen[None]):
 
         self.query_one("#eval-progress").display = False
         self.result, self.page, self.first_shown = result, 0, 0
+        self.shown = (self.current or Path(result.checkpoint), result, bare_state_dict)
         labels = list(DATASET_SPECS[result.dataset].classes)
         path = Path(result.checkpoint)
         runs_dir = self.runs_dir.resolve()  # the trainer names its checkpoints by absolute path
