@@ -208,7 +208,8 @@ class MnistTuiApp(App[None]):
             if answer in ("stop", "leave"):
                 self.exit()
 
-        self.push_screen(quit_dialog(f"Run {live.run.run_id} is still {live.activity}. Quit and…"), answered)
+        self.push_screen(quit_dialog(f"Run {live.run.run_id} is still {live.activity}. Quit and…",
+                                     paused=live.activity == "paused"), answered)
 
     def _ask_to_stop(self) -> None:
         self.show_screen("training")

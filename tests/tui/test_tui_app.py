@@ -14,7 +14,7 @@ from fake_events import run_events
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widget import Widget
-from textual.widgets import Checkbox, DataTable, Input, ProgressBar, RichLog, Select, Static
+from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunStarted
 from mnist_tui.runs import RunDir, create_run
@@ -284,7 +284,7 @@ async def test_a_failure_in_the_replayed_history_is_shown_but_not_announced(tmp_
         assert not app._notifications
         screen.receive(RunFailed("the trainer is gone", "runs/demo"))
         await pilot.pause(0.2)
-        assert [n.title for n in app._notifications] == ["Run failed"]
+        assert [n.title for n in app._notifications] == ["Run failed"]  # a trainer that said why: failed
 
 
 async def test_evaluate_takes_the_best_checkpoint_from_the_run_folder_as_this_dashboard_sees_it(
@@ -327,6 +327,19 @@ async def test_the_augment_box_shows_its_state_without_colour(tmp_path: Path) ->
         assert str(box.render()).startswith("▐X▌")
 
 
+async def test_the_eta_waits_for_a_tenth_of_the_epoch_or_uses_the_last_epochs_speed(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE):
+        screen = app.training_screen
+        screen.state, screen.epochs, screen.steps, screen.batch_size = "running", 3, 100, 100
+        screen.epoch, screen.step, screen.samples_per_second = 1, 2, 1000.0  # slowed by warming up
+        assert screen._remaining(2) == (None, None)
+        screen.step, screen.samples_per_second = 10, 5000.0
+        assert screen._remaining(10) == (90 * 0.02, 290 * 0.02)
+        screen.epoch, screen.step, screen.samples_per_second, screen.last_epoch_throughput = 2, 2, 1000.0, 4000.0
+        assert screen._remaining(102) == (98 * 0.025, 198 * 0.025)
+
+
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
@@ -346,6 +359,7 @@ async def test_a_trainer_that_died_without_a_word_is_crashed_as_runs_lists_it(tm
         await pilot.pause(0.2)
         assert screen.state == "crashed"
         assert "crashed" in str(screen.query_one("#run-stats", Static).render())
+        assert [n.title for n in app._notifications] == ["Run crashed"]
 
 
 async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
@@ -524,8 +538,14 @@ async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert f"Run {training.run_id} is still training" in str(app.screen.query_one(".question", Static).render())
+        assert str(app.screen.query_one("#leave", Button).label) == "Leave it running"
         await pilot.press("escape")
         assert app.is_running
+        training.set_status("paused")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert str(app.screen.query_one("#leave", Button).label) == "Leave it paused"
+        await pilot.press("escape")
         await pilot.press("ctrl+q")
         await pilot.pause()
         await pilot.click("#stop")

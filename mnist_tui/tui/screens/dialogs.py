@@ -40,9 +40,10 @@ class ChoiceDialog(ModalScreen[str | None]):
         self.dismiss(None if event.button.id == "cancel" else event.button.id)
 
 
-def quit_dialog(question: str) -> ChoiceDialog:
-    return ChoiceDialog(question,
-                        [("leave", "Leave it running", "primary"), ("stop", "Stop the run", "error")])
+def quit_dialog(question: str, paused: bool) -> ChoiceDialog:
+    """Quit with a live run: leave it as it is (running, or paused), or stop it."""
+    leave = "Leave it paused" if paused else "Leave it running"
+    return ChoiceDialog(question, [("leave", leave, "primary"), ("stop", "Stop the run", "error")])
 
 
 class CheckpointTree(DirectoryTree):

@@ -224,7 +224,7 @@ class TrainingScreen(Screen[None]):
             self._answered("stop")
             log.write(f"[red][b]failed:[/b] {event.message}[/]")
             if not replayed:
-                self.notify(event.message, title="Run failed", severity="error", timeout=10)
+                self.notify(event.message, title=f"Run {self.state}", severity="error", timeout=10)
 
     def _answered(self, request: str) -> None:
         """The trainer did what it was asked: the "Pausing…" or "Stopping…" toast has said its piece."""
@@ -266,10 +266,14 @@ class TrainingScreen(Screen[None]):
             f"{state} · {speed} img/s · training {format_duration(trained)} · lr {lr} · {best}")
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
-        """Seconds left in the epoch and the run, from the current throughput; None until it is known."""
-        if self.samples_per_second <= 0 or self.state == "paused":
+        """Seconds left in the epoch and the run, from this epoch's throughput once a tenth of it is done,
+        before that from the last epoch's; None until one is known. An epoch's first steps pay for warming
+        up and would put the estimate minutes off."""
+        early = self.step < max(2, self.steps // 10)
+        rate = self.last_epoch_throughput if early else self.samples_per_second
+        if rate <= 0 or self.state == "paused":
             return None, None
-        per_step = self.batch_size / self.samples_per_second
+        per_step = self.batch_size / rate
         return (self.steps - self.step) * per_step, (self.epochs * self.steps - done) * per_step
 
     # Actions ----------------------------------------------------------------------------------------
