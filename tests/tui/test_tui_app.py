@@ -24,7 +24,7 @@ from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
-from mnist_tui.tui.widgets.charts import Chart, LossChart, RunsChart, legend_label
+from mnist_tui.tui.widgets.charts import AccuracyChart, Chart, LossChart, RunsChart, legend_label
 from mnist_tui.tui.widgets.digit import DigitImage, render_rows
 from mnist_tui.tui.widgets.tabs import ScreenTab
 
@@ -704,6 +704,22 @@ async def test_chart_legend_sits_above_the_data() -> None:
         chart.replot()
         await pilot.pause()
         assert "val" in chart.render().plain  # type: ignore[union-attr]
+
+
+async def test_a_short_chart_writes_its_legend_into_the_title_and_ticks_whole_epochs() -> None:
+    """At 80x24 a chart has seven rows of plot: a legend there would cover the data."""
+    app = OneWidgetApp(AccuracyChart())
+    async with app.run_test(size=(60, 12)) as pilot:
+        chart = app.query_one(AccuracyChart)
+        chart.epochs, chart.train, chart.val = [1.0, 2.0, 3.0], [0.9, 0.95, 0.97], [0.92, 0.94, 0.96]
+        chart.best_epoch = 3
+        chart.replot()
+        await pilot.pause()
+        lines = chart.render().plain.splitlines()  # type: ignore[union-attr]
+        assert "accuracy %  ⢕ train  • val  x best 96.00%" in lines[0]
+        assert not any("train" in line for line in lines[1:])
+        x_ticks = lines[next(i for i, line in enumerate(lines) if "└" in line) + 1].split()
+        assert x_ticks == ["1", "2", "3"]
 
 
 def y_ticks(chart: Chart) -> list[str]:

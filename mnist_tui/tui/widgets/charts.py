@@ -27,6 +27,8 @@ def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float
 
 PLOT_FRAME_ROWS = 5
 """Rows of a chart that are not plot area: title, top and bottom frame, x ticks, x label."""
+LEGEND_MARKS = {"braille": "⢕", "dot": "•", "x": "x"}
+"""How plotext draws each marker in a legend, for a legend written into the title."""
 
 
 def finite_points(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
@@ -88,6 +90,34 @@ class Chart(PlotextPlot):
         """Set the plot's data on `self.plt` (after it was cleared)."""
         raise NotImplementedError
 
+    def legend_fits(self, entries: int) -> bool:
+        """Whether the plot has the rows to keep a legend of `entries` lines clear of the data: plotext draws
+        it over the plot's top-left rows. Below a third of the plot, the room is worth more to the data."""
+        return self.size.height - PLOT_FRAME_ROWS >= 3 * (entries + 1)
+
+    def title_and_labels(self, title: str, series: list[tuple[str, str]]) -> list[str | None]:
+        """Set the title and return the labels for `series` ((name, marker) pairs): plotext's own legend
+        where it fits, else none and the legend written into the title (`loss  ⢕ train  • val`), so it
+        never hides the data of a short chart, as at 80x24."""
+        if self.legend_fits(len(series)):
+            self.plt.title(title)
+            return [name for name, _ in series]
+        entries = [f"{LEGEND_MARKS[marker]} {name}" for name, marker in series]
+        wide, narrow = "  ".join([title, *entries]), " ".join([title, *(e.replace(" ", "", 1) for e in entries)])
+        self.plt.title(wide if len(wide) <= self.size.width - 2 else narrow)  # plotext drops a title too long
+        return [None] * len(series)
+
+    def set_epoch_axis(self, xs: list[float]) -> None:
+        """Ticks at whole epochs, at most six (plotext would tick 1.25, 1.50, ...); its own ticks while no
+        whole epoch lies within the data (the first epoch of a loss chart)."""
+        if not xs:
+            return
+        low, high = min(xs), max(xs)
+        step = next(m * 10**e for e in range(7) for m in (1, 2, 5) if (high - low) / (m * 10**e) < 6)
+        ticks = [float(t) for t in range(math.ceil(low), math.floor(high) + 1) if t % step == 0]
+        if ticks:
+            self.plt.xticks(ticks, [str(int(t)) for t in ticks])
+
     def set_y_axis(self, values: list[float], labels: int) -> None:
         """Fit the y axis to the (finite) data with room above it for the legend, which plotext draws over the plot's
         top-left rows (where a loss starts, and where a short run sits); ticks only where data can be, so
@@ -95,8 +125,7 @@ class Chart(PlotextPlot):
         rows = self.size.height - PLOT_FRAME_ROWS
         if not values or rows < 2:
             return
-        # Below a third of the plot, the room is worth more to the data than to a clear legend.
-        spare = labels + 1 if rows >= 3 * (labels + 1) else 0
+        spare = labels + 1 if labels and self.legend_fits(labels) else 0
         low, high = min(values), max(values)
         if high > low:
             count = max(2, min(6, rows // 3))
@@ -140,15 +169,17 @@ class LossChart(Chart):
 
     def draw(self) -> None:
         plt = self.plt
-        plt.title("loss")
         plt.xlabel("epoch")
         xs, ys = finite_points(*downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10)))
-        if xs:
-            plt.plot(xs, ys, label="train", marker="braille")
         val_epochs, val_loss = finite_points(self.val_epochs, self.val_loss)
+        series = [("train", "braille")] * bool(xs) + [("val", "dot")] * bool(val_loss)
+        labels = iter(self.title_and_labels("loss", series))
+        if xs:
+            plt.plot(xs, ys, label=next(labels), marker="braille")
         if val_loss:
-            plt.plot(val_epochs, val_loss, label="val", marker="dot")
-        self.set_y_axis(ys + val_loss, (1 if xs else 0) + (1 if val_loss else 0))
+            plt.plot(val_epochs, val_loss, label=next(labels), marker="dot")
+        self.set_y_axis(ys + val_loss, len(series) if self.legend_fits(len(series)) else 0)
+        self.set_epoch_axis(xs + val_epochs)
 
 
 class AccuracyChart(Chart):
@@ -170,15 +201,18 @@ class AccuracyChart(Chart):
 
     def draw(self) -> None:
         plt = self.plt
-        plt.title("accuracy %")
         plt.xlabel("epoch")
+        best = self.val[self.epochs.index(self.best_epoch)] if self.best_epoch else 0.0
+        series = ([("train", "braille"), ("val", "dot")] * bool(self.epochs)
+                  + [(f"best {100 * best:.2f}%", "x")] * bool(self.best_epoch))
+        labels = iter(self.title_and_labels("accuracy %", series))
         if self.epochs:
-            plt.plot(self.epochs, [100 * a for a in self.train], label="train", marker="braille")
-            plt.plot(self.epochs, [100 * a for a in self.val], label="val", marker="dot")  # as on the loss chart
+            plt.plot(self.epochs, [100 * a for a in self.train], label=next(labels), marker="braille")
+            plt.plot(self.epochs, [100 * a for a in self.val], label=next(labels), marker="dot")  # as on the loss chart
         if self.best_epoch:
-            best = self.val[self.epochs.index(self.best_epoch)]
-            plt.scatter([self.best_epoch], [100 * best], label=f"best {100 * best:.2f}%", marker="x")
-        self.set_y_axis([100 * a for a in self.train + self.val], (2 if self.epochs else 0) + bool(self.best_epoch))
+            plt.scatter([self.best_epoch], [100 * best], label=next(labels), marker="x")
+        self.set_y_axis([100 * a for a in self.train + self.val], len(series) if self.legend_fits(len(series)) else 0)
+        self.set_epoch_axis(self.epochs)
 
 
 class RunsChart(Chart):
@@ -203,6 +237,7 @@ class RunsChart(Chart):
         for run_id, curve in curves:
             plt.plot(list(range(1, len(curve) + 1)), curve, label=legend_label(run_id), marker="braille")
         self.set_y_axis([a for _, curve in curves for a in curve], len(curves))
+        self.set_epoch_axis([float(len(curve)) for _, curve in curves] + [1.0] * bool(curves))
 
 
 def legend_label(run_id: str) -> str:
