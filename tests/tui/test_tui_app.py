@@ -444,6 +444,20 @@ async def test_misclassified_digits_page_and_keep_their_place_on_resize(syntheti
         per_page = screen.cards_per_page()
         assert per_page < shown // 2 and screen.page * per_page <= shown < (screen.page + 1) * per_page
 
+        # At 80x24 the digits sit below the tables: the first ] scrolls them into view, the next pages.
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        results, title = screen.query_one("#eval-results"), screen.query_one("#gallery-title")
+        results.scroll_home(animate=False)
+        await pilot.pause()
+        assert not results.region.contains_region(title.region)
+        page = screen.page
+        await pilot.press("right_square_bracket")
+        await pilot.pause()
+        assert results.region.contains_region(title.region) and screen.page == page
+        await pilot.press("right_square_bracket")
+        assert screen.page == page + 1
+
 
 async def test_evaluation_screen_reports_a_corrupt_file_and_stays_usable(tmp_path: Path, synthetic_root: Path) -> None:
     broken = tmp_path / "broken.pt"

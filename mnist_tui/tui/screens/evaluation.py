@@ -295,7 +295,7 @@ class EvaluationScreen(Screen[None]):
             f"[b]{escape(str(shown))}[/b]  {result.dataset} "
             f"{result.split} ({result.samples:,} images, {result.seconds:.2f}s){note}\n"
             f"accuracy [b]{result.accuracy:.2%}[/b]   loss {result.loss:.4f}   "
-            f"{len(result.mistakes):,} misclassified")
+            f"{len(result.mistakes):,} misclassified" + (" (] shows them)" if result.mistakes else ""))
         self.query_one("#confusion", Static).update(confusion_heatmap(result.confusion_matrix, labels))
         self.query_one("#per-class", Static).update(class_scores(result))
         self.show_gallery()
@@ -332,9 +332,16 @@ class EvaluationScreen(Screen[None]):
         gallery.mount_all(cards)
 
     def action_page(self, delta: int) -> None:
-        if self.result is not None and self.result.mistakes:
-            self.first_shown = max(0, self.page + delta) * self.cards_per_page()
-            self.show_gallery()
+        """Page the misclassified digits; while they are scrolled out of sight (below the tables on a short
+        terminal), the first press brings them into view instead."""
+        if self.result is None or not self.result.mistakes:
+            return
+        results, title = self.query_one("#eval-results"), self.query_one("#gallery-title")
+        if not results.region.contains_region(title.region):
+            results.scroll_to_widget(title, top=True)
+            return
+        self.first_shown = max(0, self.page + delta) * self.cards_per_page()
+        self.show_gallery()
 
     def on_resize(self, event: events.Resize) -> None:
         # The confusion matrix and the per-class table side by side need about 100 columns; below, stack them.
