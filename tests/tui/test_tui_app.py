@@ -372,8 +372,9 @@ async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
         assert screen.state == "failed"
         assert any("loss became nan" in n.message for n in app._notifications)
         assert screen.check_action("toggle_pause", ()) is None  # dimmed in the footer
-        await pilot.press("p")  # nothing to pause, nothing happens
+        await pilot.press("p")  # nothing to pause: it says so
         assert app.is_running
+        assert any("No run is training" in n.message for n in app._notifications)
 
 
 async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(trained: Trained, tmp_path: Path) -> None:

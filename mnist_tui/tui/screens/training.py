@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -287,6 +288,13 @@ class TrainingScreen(Screen[None]):
                 return paused
             return None if not self.active else not paused
         return None if action in ("toggle_pause", "stop") and not self.active else True
+
+    def on_key(self, event: events.Key) -> None:
+        """`p` or `s` on a run that has ended: the footer dims them, but a key that does nothing at all
+        reads as a hung dashboard (and dimming is lost under NO_COLOR), so say why."""
+        if event.key in ("p", "s") and not self.active:
+            event.stop()
+            self._not_live()
 
     def _not_live(self) -> None:
         """Pause or stop asked of a run that has ended (from the command palette): point at one that is live."""
