@@ -185,8 +185,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The settings file's values with the flags on top, checked once, so the model named by either
     brings its own defaults for whatever neither sets."""
     values = read_config_values(args.config) if args.config else {}
-    values.update({f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None})
-    return TrainConfig.from_mapping(values)
+    flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    from_file = set(values) - set(flags)
+    values.update(flags)
+    try:
+        return TrainConfig.from_mapping(values)
+    except ConfigError as error:  # say which of the values came from the file, and which file
+        raise ConfigError({key: f"{args.config}: {message}" if key in from_file else message
+                           for key, message in error.errors.items()}) from None
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -293,8 +299,8 @@ def run_config(run: RunDir) -> TrainConfig:
     """A run's saved settings; UsageError, naming the file, if they are unreadable or invalid."""
     try:
         return run.config()
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{run.path / 'config.json'}: {error}") from None
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def command_eval(args: argparse.Namespace) -> int:

@@ -223,9 +223,14 @@ def load_config(path: Path) -> TrainConfig:
     """Read a TOML or JSON settings file (by suffix) into a validated config.
 
     Raises:
-        ConfigError: the file is missing, unreadable, malformed or holds invalid values.
+        ConfigError: the file is missing, unreadable, malformed or holds invalid values (each message
+            names the file).
     """
-    return TrainConfig.from_mapping(read_config_values(path))
+    values = read_config_values(path)
+    try:
+        return TrainConfig.from_mapping(values)
+    except ConfigError as error:
+        raise ConfigError({key: f"{path}: {message}" for key, message in error.errors.items()}) from None
 
 
 def read_config_values(path: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_tui.config import TrainConfig
+from mnist_tui.config import ConfigError, TrainConfig, load_config
 from mnist_tui.control import write_json_atomic
 from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunStarted, dumps, from_json
 
@@ -97,7 +97,9 @@ class RunDir:
         return self.path / "trainer.log"
 
     def config(self) -> TrainConfig:
-        return TrainConfig.from_mapping(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
+        """The run's settings. Raises ConfigError (a ValueError), naming config.json, if it is missing,
+        damaged or invalid."""
+        return load_config(self.path / "config.json")
 
     def append_event(self, event: Event) -> None:
         """Append one line and flush it, so followers see whole lines as soon as they exist. A line a
@@ -263,6 +265,6 @@ def list_runs(runs_root: Path) -> list[RunSummary]:
         try:
             summaries.append(summarize(run))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            summaries.append(RunSummary(run.run_id, run.path, "unreadable", "-", "-", 0, 0, None, None,
-                                        f"{type(error).__name__}: {error}"))
+            why = str(error) if isinstance(error, ConfigError) else f"{type(error).__name__}: {error}"
+            summaries.append(RunSummary(run.run_id, run.path, "unreadable", "-", "-", 0, 0, None, None, why))
     return summaries

@@ -104,6 +104,11 @@ def test_bad_config_file_is_a_usage_error(cli: Cli, runs_dir: Path, tmp_path: Pa
     config = tmp_path / "settings.toml"
     config.write_text("epochs = [\n", encoding="utf-8")
     assert "not valid TOML" in assert_one_line_error(cli("train", "--config", config, "--runs-dir", runs_dir))
+    # Values that parse but are wrong are named with their file; a flag's own value is not.
+    config.write_text('foo = 1\nbatch_size = "abc"\n', encoding="utf-8")
+    line = assert_one_line_error(cli("train", "--config", config, "--lr", "-1", "--runs-dir", runs_dir))
+    assert f"{config}: unknown setting 'foo'" in line and f"{config}: batch_size must be" in line
+    assert f"{config}: lr" not in line and "lr must be" in line
 
 
 def test_train_json_lines(cli: Cli, synthetic_root: Path, runs_dir: Path) -> None:

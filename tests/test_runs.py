@@ -218,13 +218,18 @@ def test_list_runs(runs_dir: Path) -> None:
     broken = runs_dir / "20240104-000000-mlp-dddd"
     broken.mkdir()
     (broken / "config.json").write_text("{broken", encoding="utf-8")
+    not_settings = runs_dir / "20240105-000000-mlp-eeee"
+    not_settings.mkdir()
+    (not_settings / "config.json").write_text("[1]", encoding="utf-8")  # JSON, but not a table of settings
     (runs_dir / "stray-file.txt").write_text("hello", encoding="utf-8")
 
     summaries = list_runs(runs_dir)
-    assert [s.run_id for s in summaries] == ["20240104-000000-mlp-dddd", "20240103-000000-mlp-cccc",
-                                             "20240102-000000-cnn-bbbb", "20240101-000000-mlp-aaaa"]
-    unreadable, crashed, failed, completed = summaries
-    assert unreadable.status == "unreadable" and "JSONDecodeError" in unreadable.message
+    assert [s.run_id for s in summaries] == ["20240105-000000-mlp-eeee", "20240104-000000-mlp-dddd",
+                                             "20240103-000000-mlp-cccc", "20240102-000000-cnn-bbbb",
+                                             "20240101-000000-mlp-aaaa"]
+    not_a_table, unreadable, crashed, failed, completed = summaries
+    assert unreadable.status == "unreadable" and "config.json is not valid JSON" in unreadable.message
+    assert not_a_table.status == "unreadable" and "must hold a table of settings" in not_a_table.message
     assert (completed.status, completed.model, completed.dataset) == ("completed", "mlp", "mnist")
     assert (completed.epochs_done, completed.epochs, completed.best_val_accuracy) == (3, 3, 0.95)
     assert completed.duration == 7.5
@@ -233,7 +238,7 @@ def test_list_runs(runs_dir: Path) -> None:
     assert failed.message == "loss became nan at epoch 2, step 3"
     assert (crashed.status, crashed.epochs_done, crashed.best_val_accuracy) == ("crashed", 1, 0.7)
     assert crashed.duration is not None and crashed.duration > 0
-    assert json.loads(json.dumps([s.to_json() for s in summaries]))[1]["run_id"] == crashed.run_id
+    assert json.loads(json.dumps([s.to_json() for s in summaries]))[2]["run_id"] == crashed.run_id
 
 
 def test_a_resumed_runs_duration_is_its_training_time_over_all_sessions(runs_dir: Path) -> None:
