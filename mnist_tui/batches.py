@@ -51,10 +51,15 @@ def load_split(dataset: str, train: bool, root: Path, download: bool = False) ->
     if not dataset_present(dataset, root):
         if not download:
             raise DatasetError(missing_dataset_message(dataset, root, "dataset not found and downloads are off"))
+        folder = raw_folder(dataset, root)
+        created = [p for p in (root, folder.parent, folder) if not p.exists()]
         try:
             root.mkdir(parents=True, exist_ok=True)
             tv_class(root=str(root), train=train, download=True)
         except Exception as error:  # torchvision raises many kinds when offline
+            for path in reversed(created):  # leave no empty folders behind, but never a file it fetched
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
             raise DatasetError(missing_dataset_message(
                 dataset, root, f"could not download {dataset} ({first_line(error)})")) from None
     try:

@@ -277,6 +277,20 @@ def test_load_split_missing_without_download(tmp_path: Path) -> None:
     assert not root.exists(), "a refused load must not create folders"
 
 
+def test_a_failed_download_leaves_no_empty_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(self: datasets.FashionMNIST) -> None:  # what torchvision does without a network
+        Path(self.raw_folder).mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(datasets.FashionMNIST, "download", offline)
+    root = tmp_path / "datasets"
+    root.mkdir()
+    (root / "MNIST").mkdir()  # someone else's: kept
+    with pytest.raises(DatasetError, match="could not download fashion-mnist"):
+        load_split("fashion-mnist", True, root, download=True)
+    assert [p.name for p in root.iterdir()] == ["MNIST"]
+
+
 def test_load_split_unreadable_files_give_dataset_error(synthetic_root: Path) -> None:
     # Present but broken: torchvision's own reader fails, and that must surface as a DatasetError.
     (raw_folder("mnist", synthetic_root) / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
