@@ -218,6 +218,9 @@ def command_train(args: argparse.Namespace) -> int:
                              "only a stopped, failed or crashed run can be resumed")
         if args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
             raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
+        if not (run.path / "last.pt").exists():
+            raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "
+                             "end and on a stop), so there is nothing to resume; start a new run instead")
         try:
             resume = load_checkpoint(run.path / "last.pt")
         except CheckpointError as error:
@@ -289,7 +292,8 @@ def command_train(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if isinstance(outcome, RunFinished):
-        return 0
+        # Stopped before its last epoch (Ctrl+C, SIGTERM, the dashboard): not done, so `train && eval` stops.
+        return EXIT_INTERRUPTED if outcome.status == "stopped" else 0
     if isinstance(outcome, RunFailed):
         print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
     return EXIT_FAILURE

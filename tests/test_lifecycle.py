@@ -97,6 +97,7 @@ def test_a_stopped_run_resumed_ends_with_the_metrics_of_an_uninterrupted_one(syn
             trainer.send_signal(signal.SIGTERM)
             break
     trainer.communicate(timeout=60)
+    assert trainer.returncode == 130, "stopped, not done: `train && eval` must go no further"
     run = RunDir(next(stopped_runs.iterdir()))
     assert run.status() == "stopped"
     assert load_checkpoint(run.path / "last.pt").raw["step"] > 0, "stopped mid-epoch"
@@ -119,6 +120,17 @@ def test_resume_refuses_a_run_that_is_still_live_or_unknown(runs_dir: Path) -> N
     run.set_status("running")  # this test process is alive, so the run counts as live
     assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 2
     assert main(["train", "--resume", "no-such-run", "--runs-dir", str(runs_dir)]) == 2
+
+
+def test_resume_of_a_run_that_never_saved_says_there_is_nothing_to_resume(
+        runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mnist_tui.__main__ import main
+    from mnist_tui.runs import create_run
+
+    run = create_run(runs_dir, small_config())
+    run.set_status("failed")  # aborted by a second Ctrl+C in its first epoch
+    assert main(["train", "--resume", run.run_id, "--runs-dir", str(runs_dir)]) == 2
+    assert "ended before it saved a checkpoint" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_run_whose_status_is_unknown(trained: Trained, runs_dir: Path,
