@@ -81,7 +81,8 @@ class ConsoleReporter:
 
     def __init__(self, config: TrainConfig, console: Console | None = None) -> None:
         self.config = config
-        self.console = console or PipeSafeConsole(stderr=False)
+        # soft_wrap: a line longer than the terminal, or sent to a file, is never broken mid-phrase.
+        self.console = console or PipeSafeConsole(stderr=False, soft_wrap=True)
         self.progress = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=True)
@@ -112,10 +113,15 @@ class ConsoleReporter:
         elif isinstance(event, RunFinished):
             self.close()
             colour = "green" if event.status == "completed" else "yellow"
-            self.console.print(
-                f"[{colour}]{event.status}[/] after {event.epochs_done} epoch(s) in {format_duration(event.duration)}; "
-                f"best val accuracy {format_percent(event.best_val_accuracy)} (epoch {event.best_epoch}), "
-                f"final {format_percent(event.final_val_accuracy)}")
+            took = format_duration(event.duration)
+            if event.epochs_done:
+                self.console.print(
+                    f"[{colour}]{event.status}[/] after {event.epochs_done} epoch(s) in {took}; best val accuracy "
+                    f"{format_percent(event.best_val_accuracy)} (epoch {event.best_epoch}), "
+                    f"final {format_percent(event.final_val_accuracy)}")
+            else:
+                self.console.print(f"[{colour}]{event.status}[/] in {took}, before its first epoch ended; "
+                                   "last.pt keeps where it got to")
             self.console.print(f"run folder: {event.run_dir}")
         elif isinstance(event, RunFailed):
             self.close()  # the CLI says why on stderr
@@ -134,28 +140,30 @@ class ConsoleReporter:
         self.epoch_task = self.progress.add_task("epoch", total=event.steps_per_epoch, note="")
 
     def close(self) -> None:
-        self.progress.stop()
+        """Take the bars down; once, and only if they went up (rich prints an empty line for each stop)."""
+        if self.progress.live.is_started:
+            self.progress.stop()
 
 
 def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes: int,
                      console: Console | None = None) -> None:
     from mnist_tui.checkpoints import BARE_STATE_DICT_NOTE
 
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     note = f" ({BARE_STATE_DICT_NOTE})" if checkpoint.bare_state_dict else ""
     console.print(f"[bold]{result.checkpoint}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
                   f"({result.samples:,} images){note}")
     console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
                   f"({result.samples - len(result.mistakes):,}/{result.samples:,})   {result.seconds:.2f}s")
     labels = [score.label for score in result.per_class]
+    # Columns by class number: Fashion-MNIST's names ("Ankle boot") would not fit ten across 80 columns.
     confusion = Table(title="confusion matrix (rows: true, columns: predicted)", show_edge=False)
-    confusion.add_column("")
-    for label in labels:
-        confusion.add_column(label[:5], justify="right")
-    for label, row in zip(labels, result.confusion_matrix, strict=True):
-        cells = [f"[bold]{v}[/]" if i == labels.index(label) else (f"[red]{v}[/]" if v else "[dim]0[/]")
-                 for i, v in enumerate(row)]
-        confusion.add_row(label[:11], *cells)
+    confusion.add_column("", no_wrap=True)
+    for number in range(len(labels)):
+        confusion.add_column(str(number), justify="right")
+    for number, (label, row) in enumerate(zip(labels, result.confusion_matrix, strict=True)):
+        cells = [f"[bold]{v}[/]" if i == number else (f"[red]{v}[/]" if v else "[dim]0[/]") for i, v in enumerate(row)]
+        confusion.add_row(label if label == str(number) else f"{number} {label}", *cells)
     console.print(confusion)
     scores = Table(title="per-class scores", show_edge=False)
     for column in ("class", "precision", "recall", "f1", "support"):
@@ -176,7 +184,7 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
 
 
 def print_runs(summaries: list[RunSummary], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     if not summaries:
         console.print("no runs yet: start one with `mnist-tui train` or from the dashboard")
         return
