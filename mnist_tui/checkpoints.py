@@ -148,16 +148,38 @@ def load_checkpoint(path: Path) -> Checkpoint:
                               f"({first_line(error)})") from None
     if isinstance(data, Mapping) and data.get("format") == FORMAT:
         return _from_payload(path, data)
-    if isinstance(data, Mapping) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        model_name = match_state_dict(data)
+    weights = _state_dict_in(data)
+    if weights is not None:
+        model_name = match_state_dict(weights)
         if model_name is None:
             raise CheckpointError(f"{path}: a state_dict, but not of a known model ({', '.join(MODEL_SPECS)})")
         # A bare state_dict carries no preprocessing: assume its model's own, which for the mlp is the
         # tutorial's ToTensor() pixels in [0, 1].
         spec = MODEL_SPECS[model_name]
-        return Checkpoint(path, model_name, dict(data), TrainConfig(model=model_name), spec.mean, spec.std,
+        return Checkpoint(path, model_name, weights, TrainConfig(model=model_name), spec.mean, spec.std,
                           bare_state_dict=True)
     raise CheckpointError(f"{path}: not an mnist-tui checkpoint nor a state_dict of a known model")
+
+
+STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model_state", "model")
+"""Where other training scripts keep the weights in a checkpoint dict (PyTorch's own tutorials use the first)."""
+
+
+def _state_dict_in(data: object) -> dict[str, torch.Tensor] | None:
+    """The weights in a bare state_dict, or in a training script's checkpoint dict under one of
+    STATE_DICT_KEYS; with DistributedDataParallel's `module.` prefix taken off. None if there are none."""
+    def is_state_dict(value: object) -> bool:
+        return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+    if not isinstance(data, Mapping):
+        return None
+    found = data if is_state_dict(data) else next(
+        (data[key] for key in STATE_DICT_KEYS if is_state_dict(data.get(key))), None)
+    if found is None:
+        return None
+    if all(str(name).startswith("module.") for name in found):
+        return {str(name).removeprefix("module."): tensor for name, tensor in found.items()}
+    return dict(found)
 
 
 def _from_payload(path: Path, data: Mapping[str, Any]) -> Checkpoint:

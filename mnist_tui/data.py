@@ -69,9 +69,14 @@ def dataset_present(dataset: str, root: Path) -> bool:
 
 
 def first_line(error: Exception) -> str:
-    """An exception as one short line, `Type: first line of its message`, for one-line error messages."""
+    """An exception as one short line, `Type: first line of its message`, for one-line error messages; a
+    long line ends at the last whole sentence that fits (torch's run on for hundreds of characters)."""
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
+    line = lines[0] if lines else ""
+    if len(line) > 200:
+        end = line.rfind(". ", 0, 200)
+        line = line[:end + 1] if end > 0 else line[:199] + "…"
+    return f"{type(error).__name__}: {line}".rstrip(": ")
 
 
 def missing_dataset_message(dataset: str, root: Path, reason: str) -> str:

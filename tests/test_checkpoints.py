@@ -242,7 +242,26 @@ def test_truncated_checkpoint(trained: Trained, tmp_path: Path) -> None:
     for fraction in (0.1, 0.5, 0.99):
         path = tmp_path / f"cut{fraction}.pt"
         path.write_bytes(data[: int(len(data) * fraction)])
-        assert "truncated or corrupt" in refusal(path) or "not a readable" in refusal(path)
+        message = refusal(path)
+        assert "truncated or corrupt" in message or "not a readable" in message
+        assert message.endswith((".)", ")")) and not message.endswith(" is)"), "never cut mid-sentence"
+
+
+@pytest.mark.parametrize("layout", ["training script", "DistributedDataParallel"])
+def test_weights_inside_other_scripts_checkpoints_load(tmp_path: Path, layout: str) -> None:
+    tutorial = MnistModel()
+    if layout == "training script":  # as PyTorch's own tutorials save a checkpoint
+        saved: object = {"epoch": 3, "model_state_dict": tutorial.state_dict(), "loss": torch.tensor(0.1),
+                         "optimizer_state_dict": torch.optim.Adam(tutorial.parameters()).state_dict()}
+    else:
+        saved = {f"module.{name}": tensor for name, tensor in tutorial.state_dict().items()}
+    path = tmp_path / "checkpoint.pt"
+    torch.save(saved, path)
+    checkpoint = load_checkpoint(path)
+    assert checkpoint.bare_state_dict and checkpoint.model_name == "mlp"
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(checkpoint.build_model().eval()(x), tutorial.eval()(x))
 
 
 @pytest.mark.parametrize("seed", range(8))
