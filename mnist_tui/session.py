@@ -105,7 +105,11 @@ class TrainingSession:
         ended = False
         first_poll = True
         while True:
-            exit_code, chunk = await asyncio.to_thread(self._poll, offset)
+            try:
+                exit_code, chunk = await asyncio.to_thread(self._poll, offset)
+            except OSError as error:  # not missing (that is a run not started yet) but unreadable
+                yield RunFailed(f"cannot read the run's event log: {error}", str(self.run.path))
+                return
             offset += len(chunk)
             self.replaying, first_poll = first_poll, False
             lines = (pending + chunk).split(b"\n")
@@ -154,6 +158,7 @@ class TrainingSession:
         return self.trainer_exit_code(), self._read_from(offset)
 
     def _read_from(self, offset: int) -> bytes:
+        """The log from `offset`; nothing while it does not exist yet, OSError if it cannot be read."""
         try:
             with open(self.run.events_path, "rb") as stream:
                 stream.seek(offset)

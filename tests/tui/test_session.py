@@ -225,6 +225,14 @@ async def test_a_session_tells_the_history_it_replays_from_news(runs_dir: Path) 
     assert seen == [("RunStarted", True), ("RunFailed", True), ("RunFailed", False)]
 
 
+async def test_an_unreadable_event_log_ends_the_stream_with_why(runs_dir: Path) -> None:
+    run = create_run(runs_dir, small_config())
+    run.events_path.mkdir()  # stands in for a log this user may not read (the tests run as root)
+    events = await asyncio.wait_for(collect(TrainingSession.attach(run)), timeout=5)
+    assert len(events) == 1 and isinstance(events[0], RunFailed)
+    assert events[0].message.startswith("cannot read the run's event log")
+
+
 async def test_a_trainer_that_cannot_be_started_leaves_a_failed_run(synthetic_root: Path, runs_dir: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     def no_processes(*args: object, **kwargs: object) -> None:
