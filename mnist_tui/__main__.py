@@ -267,6 +267,7 @@ def command_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     reporter = None if args.json else ConsoleReporter(config)
     run.set_status("running")
+    run.remove_leftovers()
     outcome: RunFinished | RunFailed | None = None
     try:
         data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)

@@ -169,6 +169,13 @@ class RunDir:
         started = record.get("pid_started")
         return started is None or process_start_time(pid) in (None, started)
 
+    def remove_leftovers(self) -> None:
+        """Delete the temporary files of checkpoint saves a killed trainer never finished
+        (`.last.pt.x1y2.tmp`): the run's one trainer calls this as it starts, when none of its own can be
+        under way. (The JSON files' temporaries are left alone: a dashboard may be writing one.)"""
+        for leftover in self.path.glob(".*.pt.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
     def send(self, command: str) -> None:
         """Ask the run's trainer to `run`, `pause` or `stop`; it acts within about a tenth of a second."""
         write_json_atomic(self.control_path, {"command": command})

@@ -60,6 +60,15 @@ def test_create_run_layout(runs_dir: Path) -> None:
     assert run.read_events() == []
 
 
+def test_a_starting_trainer_removes_the_temporaries_a_killed_one_left(runs_dir: Path) -> None:
+    run = create_run(runs_dir, CONFIG)
+    (run.path / ".last.pt.sx2pxlt9.tmp").write_bytes(b"")  # killed while saving
+    (run.path / ".control.json.k3j2a1.tmp").write_bytes(b"")  # a dashboard's, being written right now
+    run.remove_leftovers()
+    assert sorted(p.name for p in run.path.iterdir()) == [
+        ".control.json.k3j2a1.tmp", "config.json", "control.json", "status.json"]
+
+
 def test_two_runs_get_two_folders(runs_dir: Path) -> None:
     first, second = create_run(runs_dir, CONFIG), create_run(runs_dir, CONFIG)
     assert first.path != second.path
