@@ -12,6 +12,7 @@ from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from mnist_tui.config import ConfigError
 from mnist_tui.reporting import format_duration, format_percent, styled_status
 from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, RunSummary, list_runs
 from mnist_tui.tui.screens.dialogs import ChoiceDialog
@@ -159,7 +160,7 @@ class RunsScreen(Screen[None]):
             return
         try:
             config = RunDir(run.path).config()
-        except (OSError, ValueError) as error:  # deleted or damaged since the list was read
+        except ConfigError as error:  # deleted or damaged since the list was read
             self.notify(f"Cannot read the settings of {run.run_id}: {error}", severity="error")
             return
         self.app.settings_from(config)  # type: ignore[attr-defined]

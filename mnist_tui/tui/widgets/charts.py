@@ -119,9 +119,9 @@ class Chart(PlotextPlot):
             self.plt.xticks(ticks, [str(int(t)) for t in ticks])
 
     def set_y_axis(self, values: list[float], labels: int) -> None:
-        """Fit the y axis to the (finite) data with room above it for the legend, which plotext draws over the plot's
-        top-left rows (where a loss starts, and where a short run sits); ticks only where data can be, so
-        an accuracy axis never reads above 100, even for a single point."""
+        """Fit the y axis to the (finite) data with room above it for a legend of `labels` lines where one
+        fits (see legend_fits; elsewhere the legend is in the title); ticks only where data can be, so an
+        accuracy axis never reads above 100, even for a single point."""
         rows = self.size.height - PLOT_FRAME_ROWS
         if not values or rows < 2:
             return
@@ -178,7 +178,7 @@ class LossChart(Chart):
             plt.plot(xs, ys, label=next(labels), marker="braille")
         if val_loss:
             plt.plot(val_epochs, val_loss, label=next(labels), marker="dot")
-        self.set_y_axis(ys + val_loss, len(series) if self.legend_fits(len(series)) else 0)
+        self.set_y_axis(ys + val_loss, len(series))
         self.set_epoch_axis(xs + val_epochs)
 
 
@@ -211,7 +211,7 @@ class AccuracyChart(Chart):
             plt.plot(self.epochs, [100 * a for a in self.val], label=next(labels), marker="dot")  # as on the loss chart
         if self.best_epoch:
             plt.scatter([self.best_epoch], [100 * best], label=next(labels), marker="x")
-        self.set_y_axis([100 * a for a in self.train + self.val], len(series) if self.legend_fits(len(series)) else 0)
+        self.set_y_axis([100 * a for a in self.train + self.val], len(series))
         self.set_epoch_axis(self.epochs)
 
 
