@@ -104,6 +104,7 @@ class TrainingSession:
         pending = b""
         ended = False
         first_poll = True
+        gone_before = False  # the trainer had ended before following began: its silent death is history too
         while True:
             try:
                 exit_code, chunk = await asyncio.to_thread(self._poll, offset)
@@ -111,6 +112,8 @@ class TrainingSession:
                 yield RunFailed(f"cannot read the run's event log: {error}", str(self.run.path))
                 return
             offset += len(chunk)
+            if first_poll:
+                gone_before = exit_code is not None
             self.replaying, first_poll = first_poll, False
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
@@ -126,12 +129,13 @@ class TrainingSession:
                     if self.status_before is not None and offset <= self.log_offset:
                         # It refused before its first word (say, an unreadable last.pt): the run is as it was.
                         await asyncio.to_thread(self.run.set_status, self.status_before, 0)
+                    self.replaying = gone_before
                     yield RunFailed(self._crash_message(exit_code), str(self.run.path))
                 self.status_before = None
                 if not watch or not await self._until_it_goes_on(offset):
                     return
                 # Whatever trainer wrote the status, the log from here on is its own.
-                self.process, self.log_offset, ended = None, offset, False
+                self.process, self.log_offset, ended, gone_before = None, offset, False, False
                 continue
             await asyncio.sleep(POLL_SECONDS)
 

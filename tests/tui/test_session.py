@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import small_config
+from conftest import dead_pid, small_config
 from fake_events import run_events
 
 from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunPaused, RunStarted
@@ -223,6 +223,17 @@ async def test_a_session_tells_the_history_it_replays_from_news(runs_dir: Path) 
     shutil.rmtree(run.path)
     await asyncio.wait_for(watching, timeout=5)
     assert seen == [("RunStarted", True), ("RunFailed", True), ("RunFailed", False)]
+
+
+async def test_a_crash_found_on_opening_a_run_is_history(runs_dir: Path) -> None:
+    run = create_run(runs_dir, small_config())
+    run.append_event(run_events(str(run.path))[0])
+    run.set_status("running", pid=dead_pid())  # killed long ago, without a last word
+    session = TrainingSession.attach(run)
+    seen: list[tuple[str, bool]] = []
+    async for event in session.events():
+        seen.append((type(event).__name__, session.replaying))
+    assert seen == [("RunStarted", True), ("RunFailed", True)]
 
 
 async def test_an_unreadable_event_log_ends_the_stream_with_why(runs_dir: Path) -> None:
