@@ -736,6 +736,22 @@ async def test_a_short_chart_writes_its_legend_into_the_title_and_ticks_whole_ep
         x_ticks = lines[next(i for i, line in enumerate(lines) if "└" in line) + 1].split()
         assert x_ticks == ["1", "2", "3"]
 
+        # Narrower: the entries close up, then the last ones go; the title never does.
+        await pilot.resize_terminal(34, 12)
+        await pilot.pause()
+        title = chart.render().plain.splitlines()[0].strip()  # type: ignore[union-attr]
+        assert title == "accuracy % ⢕train •val"
+
+    app = OneWidgetApp(LossChart())
+    async with app.run_test(size=(60, 12)) as pilot:
+        loss = app.query_one(LossChart)
+        for step in range(1, 121):
+            loss.train.add(step / 100, 1 / step)  # one epoch and a fifth: plotext's own ticks, not a lone "1"
+        loss.replot()
+        await pilot.pause()
+        lines = loss.render().plain.splitlines()  # type: ignore[union-attr]
+        assert len(lines[next(i for i, line in enumerate(lines) if "└" in line) + 1].split()) > 1
+
 
 def y_ticks(chart: Chart) -> list[str]:
     return [line.split("┤")[0].strip() for line in chart.render().plain.splitlines()  # type: ignore[union-attr]

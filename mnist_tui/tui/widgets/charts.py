@@ -102,20 +102,24 @@ class Chart(PlotextPlot):
         if self.legend_fits(len(series)):
             self.plt.title(title)
             return [name for name, _ in series]
-        entries = [f"{LEGEND_MARKS[marker]} {name}" for name, marker in series]
-        wide, narrow = "  ".join([title, *entries]), " ".join([title, *(e.replace(" ", "", 1) for e in entries)])
-        self.plt.title(wide if len(wide) <= self.size.width - 2 else narrow)  # plotext drops a title too long
+        room = self.size.width - 2  # plotext drops a longer title altogether
+        marked = [(LEGEND_MARKS[marker], name) for name, marker in series]
+        # Spaced out; closer together; then without the last entries (the best mark first), as room allows.
+        candidates = ["  ".join([title, *(f"{mark} {name}" for mark, name in marked)])]
+        candidates += [" ".join([title, *(f"{mark}{name}" for mark, name in marked[:kept])])
+                       for kept in range(len(marked), -1, -1)]
+        self.plt.title(next((c for c in candidates if len(c) <= room), title[:room]))
         return [None] * len(series)
 
     def set_epoch_axis(self, xs: list[float]) -> None:
-        """Ticks at whole epochs, at most six (plotext would tick 1.25, 1.50, ...); its own ticks while no
-        whole epoch lies within the data (the first epoch of a loss chart)."""
+        """Ticks at whole epochs, at most six (plotext would tick 1.25, 1.50, ...); plotext's own while
+        fewer than two whole epochs lie within the data (a loss chart's first epochs), or one epoch in all."""
         if not xs:
             return
         low, high = min(xs), max(xs)
         step = next(m * 10**e for e in range(7) for m in (1, 2, 5) if (high - low) / (m * 10**e) < 6)
         ticks = [float(t) for t in range(math.ceil(low), math.floor(high) + 1) if t % step == 0]
-        if ticks:
+        if len(ticks) >= 2 or low == high:
             self.plt.xticks(ticks, [str(int(t)) for t in ticks])
 
     def set_y_axis(self, values: list[float], labels: int) -> None:
