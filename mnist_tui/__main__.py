@@ -267,9 +267,9 @@ def command_train(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     reporter = None if args.json else ConsoleReporter(config)
     run.set_status("running")
-    run.remove_leftovers()
     outcome: RunFinished | RunFailed | None = None
     try:
+        run.remove_leftovers()
         data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
         for event in train(config, run.path, data_root, download=download, control=control, resume=resume):
             run.append_event(event)

@@ -316,6 +316,15 @@ async def test_a_run_resumed_after_a_crash_redraws_the_steps_it_redid_once(tmp_p
         xs = list(screen.query_one(LossChart).train.xs)
         assert xs == sorted(xs) and len(xs) == 20
 
+        # A run stopped mid-epoch goes on where it stopped: nothing to cut, even from a log too old to say
+        # which step it resumed at.
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
+        stopped = RunFinished("stopped", "runs/demo", 1, 1, 0.9, 0.9, [1.2], 2.0)
+        screen.receive(*crashed_in_epoch_two, stopped, replace(started, start_epoch=1), *events[19:])
+        await pilot.pause(0.2)
+        xs = list(screen.query_one(LossChart).train.xs)
+        assert xs == sorted(xs) and len(xs) == 20
+
 
 async def test_the_augment_box_shows_its_state_without_colour(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
@@ -418,7 +427,8 @@ async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(train
         screen.evaluate(broken)
         await wait_for(pilot, lambda: any("not a readable PyTorch file" in n.message for n in app._notifications))
         await wait_for(pilot, lambda: screen.result is shown)
-        assert str(bare) in str(screen.query_one("#eval-summary", Static).render())
+        summary = str(screen.query_one("#eval-summary", Static).render())
+        assert str(bare) in summary and "not a readable PyTorch file" in summary.splitlines()[0]
         assert screen.current == bare
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
+from textual.events import Key
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 
@@ -162,12 +162,14 @@ class TrainingScreen(Screen[None]):
     def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart,
               replayed: bool = False) -> None:
         if isinstance(event, RunStarted):
+            # A trainer that crashed or failed got further than its last checkpoint: the resumed one redoes
+            # that part. (One that stopped saved where it was; and logs from before `start_step` lack it.)
+            if self.state != "stopped":
+                loss_chart.train.cut_after(event.start_epoch + event.start_step / event.steps_per_epoch)
             config = event.config
             self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
             self.batch_size = config["batch_size"]
             self.epoch = event.start_epoch
-            # A trainer that crashed got further than its last checkpoint: the resumed one redoes that part.
-            loss_chart.train.cut_after(event.start_epoch + event.start_step / event.steps_per_epoch)
             self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
                                 f"{event.device_name} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
@@ -289,7 +291,7 @@ class TrainingScreen(Screen[None]):
             return None if not self.active else not paused
         return None if action in ("toggle_pause", "stop") and not self.active else True
 
-    def on_key(self, event: events.Key) -> None:
+    def on_key(self, event: Key) -> None:
         """`p` or `s` on a run that has ended: the footer dims them, but a key that does nothing at all
         reads as a hung dashboard (and dimming is lost under NO_COLOR), so say why."""
         if event.key in ("p", "s") and not self.active:
