@@ -124,6 +124,10 @@ WHOLE_MODEL_HINT = (
     "torch.save(model.state_dict(), 'model.pt')")
 
 
+STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model_state", "model")
+"""Where other training scripts keep the weights in a checkpoint dict (PyTorch's own tutorials use the first)."""
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint or a bare state_dict of a registered model, safely.
 
@@ -159,10 +163,6 @@ def load_checkpoint(path: Path) -> Checkpoint:
         return Checkpoint(path, model_name, weights, TrainConfig(model=model_name), spec.mean, spec.std,
                           bare_state_dict=True)
     raise CheckpointError(f"{path}: not an mnist-tui checkpoint nor a state_dict of a known model")
-
-
-STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model_state", "model")
-"""Where other training scripts keep the weights in a checkpoint dict (PyTorch's own tutorials use the first)."""
 
 
 def _state_dict_in(data: object) -> dict[str, torch.Tensor] | None:

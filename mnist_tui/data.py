@@ -75,7 +75,7 @@ def first_line(error: Exception) -> str:
     line = lines[0] if lines else ""
     if len(line) > 200:
         end = line.rfind(". ", 0, 200)
-        line = line[:end + 1] if end > 0 else line[:199] + "…"
+        line = line[:end + 1] if end > 0 else line[:max(line.rfind(" ", 0, 199), 100)] + "…"
     return f"{type(error).__name__}: {line}".rstrip(": ")
 
 

@@ -81,6 +81,7 @@ class CheckpointSaved:
 
     @property
     def position(self) -> str:
+        """As the training log says it: `3`, or `4, step 66` for a stop mid-epoch."""
         return saved_position(self.epoch, self.step)
 
 

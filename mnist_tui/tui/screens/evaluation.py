@@ -214,8 +214,8 @@ class EvaluationScreen(Screen[None]):
 
     def evaluate(self, path: Path) -> None:
         """Evaluate `path` in the background; before the screen is first shown, once it is. A file that
-        cannot be evaluated is refused in a toast, and the last result comes back (a mistyped path is
-        refused at once, and what is on screen stays)."""
+        cannot be evaluated is refused in a toast and above the last result, which comes back (a mistyped
+        path is refused at once, and what is on screen stays)."""
         if not self.query("#eval-status"):
             self.queued = path
             return
@@ -277,9 +277,10 @@ class EvaluationScreen(Screen[None]):
         row = self._row_of(self.current)
         if row is not None:
             self.query_one("#checkpoints", DataTable).move_cursor(row=row)
-        self._show_result(result, bare_state_dict)
+        self._show_result(result, bare_state_dict, refused=message)
 
-    def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False) -> None:
+    def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False, refused: str = "") -> None:
+        """Show a result; with `refused`, the message of a later evaluation that failed, above it."""
         from mnist_tui.checkpoints import BARE_STATE_DICT_NOTE
         from mnist_tui.data import DATASET_SPECS
 
@@ -292,6 +293,7 @@ class EvaluationScreen(Screen[None]):
         shown = path.resolve().relative_to(runs_dir) if path.resolve().is_relative_to(runs_dir) else path
         note = f" · [yellow]{BARE_STATE_DICT_NOTE}[/]" if bare_state_dict else ""
         self.query_one("#eval-summary", Static).update(
+            (f"[bold red]{escape(refused)}[/]\n" if refused else "") +
             f"[b]{escape(str(shown))}[/b]  {result.dataset} "
             f"{result.split} ({result.samples:,} images, {result.seconds:.2f}s){note}\n"
             f"accuracy [b]{result.accuracy:.2%}[/b]   loss {result.loss:.4f}   "
