@@ -226,6 +226,8 @@ def command_train(args: argparse.Namespace) -> int:
         except CheckpointError as error:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
         config = run_config(run)
+        if not args.data_dir:  # the data it trained on, if that is still where it was
+            args.data_dir = run.data_root(config.dataset)
         run.send("run")  # the stop that ended it must not end the continuation
     elif args.run_dir is not None:
         run = RunDir(args.run_dir)

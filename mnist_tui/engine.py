@@ -139,7 +139,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
 
     yield RunStarted(run_dir.name, str(run_dir), config.to_dict(), str(device), describe_device(device),
                      parameter_count(model), len(train_split), len(val_split), val_source, steps,
-                     start_epoch, started, elapsed_before, start_step)
+                     start_epoch, started, elapsed_before, start_step, str(data_root.absolute()))
 
     def elapsed() -> float:
         """Wall-clock seconds of all of the run's sessions, this one included."""

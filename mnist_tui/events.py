@@ -33,6 +33,8 @@ class RunStarted:
     """Wall-clock seconds of the run's earlier sessions, when it resumes."""
     start_step: int = 0
     """Batches into `start_epoch + 1` it resumes at: a run stopped mid-epoch goes on where it stopped."""
+    data_dir: str = ""
+    """The data root it trained from, absolute: a resume looks there first."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from mnist_tui.config import ConfigError, TrainConfig, load_config
 from mnist_tui.control import write_json_atomic
+from mnist_tui.data import dataset_present
 from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunStarted, dumps, from_json
 
 RUNS_DIR_ENV = "MNIST_TUI_RUNS"
@@ -132,6 +133,12 @@ class RunDir:
             except (ValueError, KeyError, TypeError):
                 continue
         return events
+
+    def data_root(self, dataset: str) -> Path | None:
+        """The data root the run last trained from, if it still holds `dataset`: a resume that finds its
+        data there trains on the same files, wherever it is started from."""
+        started = [e for e in self.read_events(progress=False) if isinstance(e, RunStarted) and e.data_dir]
+        return Path(started[-1].data_dir) if started and dataset_present(dataset, Path(started[-1].data_dir)) else None
 
     def epoch_events(self) -> list[EpochEnded]:
         return [e for e in self.read_events(progress=False) if isinstance(e, EpochEnded)]

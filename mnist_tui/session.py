@@ -66,7 +66,9 @@ class TrainingSession:
 
     @classmethod
     def continue_run(cls, run: RunDir, data_root: Path, download: bool) -> TrainingSession:
-        """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended."""
+        """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended. It
+        trains on the data it trained on, if that is still where it was, else on `data_root`'s."""
+        data_root = run.data_root(run.config().dataset) or data_root
         run.send("run")
         offset = run.events_path.stat().st_size if run.events_path.exists() else 0
         status = run.status()

@@ -186,8 +186,10 @@ def test_resume_detached_continues_in_the_background(synthetic_root: Path, runs_
     trainer.communicate(timeout=60)
     run = RunDir(next(runs_dir.iterdir()))
     assert run.status() == "stopped"
-    done = subprocess.run([*TRAIN, "--resume", run.run_id, "--detach", "--runs-dir", str(runs_dir), "--data-dir",
-                           str(synthetic_root)], capture_output=True, text=True, timeout=60)
+    # No --data-dir, and none in the environment: it goes on with the data it trained on.
+    env = {name: value for name, value in os.environ.items() if name != "MNIST_TUI_DATA"}
+    done = subprocess.run([*TRAIN, "--resume", run.run_id, "--detach", "--runs-dir", str(runs_dir)],
+                          capture_output=True, text=True, timeout=60, env={**env, "MNIST_TUI_NO_DOWNLOAD": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == run.run_id
     wait_until(lambda: run.status() == "completed")

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,16 @@ def test_a_starting_trainer_removes_the_temporaries_a_killed_one_left(runs_dir: 
     run.remove_leftovers()
     assert sorted(p.name for p in run.path.iterdir()) == [
         ".control.json.k3j2a1.tmp", "config.json", "control.json", "status.json"]
+
+
+def test_a_run_remembers_the_data_it_trained_on_while_it_is_there(runs_dir: Path, synthetic_root: Path) -> None:
+    run = create_run(runs_dir, CONFIG)
+    assert run.data_root("mnist") is None  # never started
+    started = SAMPLE_EVENTS[0]
+    assert isinstance(started, RunStarted)
+    run.append_event(replace(started, data_dir=str(synthetic_root)))
+    assert run.data_root("mnist") == synthetic_root
+    assert run.data_root("fashion-mnist") is None  # not there: the caller's folder it is
 
 
 def test_two_runs_get_two_folders(runs_dir: Path) -> None:

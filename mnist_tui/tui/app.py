@@ -14,7 +14,7 @@ from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.screen import Screen
 
-from mnist_tui.config import TrainConfig
+from mnist_tui.config import ConfigError, TrainConfig
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.screens.dialogs import quit_dialog
@@ -161,7 +161,7 @@ class MnistTuiApp(App[None]):
             return
         try:
             session = TrainingSession.continue_run(run, self.data_dir, self.download)
-        except OSError as error:
+        except (OSError, ConfigError) as error:
             self.notify(f"Cannot resume {run.run_id}: {error}", title="Cannot resume", severity="error")
             return
         self.follow(session)

@@ -98,7 +98,8 @@ async def test_wrapper_reports_a_missing_dataset_as_a_failed_run(tmp_path: Path,
     assert "dataset not found" in events[-1].message and "mnist-tui data import" in events[-1].message
 
 
-async def test_the_dashboards_resume_continues_a_stopped_run_to_the_end(synthetic_root: Path, runs_dir: Path) -> None:
+async def test_the_dashboards_resume_continues_a_stopped_run_to_the_end(synthetic_root: Path, runs_dir: Path,
+                                                                        tmp_path: Path) -> None:
     # Batches of two make epochs long enough (256 steps) for the stop to land inside the run.
     session = TrainingSession.start(small_config(epochs=6, batch_size=2), runs_dir, synthetic_root, download=False)
 
@@ -109,7 +110,8 @@ async def test_the_dashboards_resume_continues_a_stopped_run_to_the_end(syntheti
     first = await collect(session, stop_in_epoch_two)
     assert isinstance(first[-1], RunFinished) and first[-1].status == "stopped"
 
-    resumed = TrainingSession.continue_run(session.run, synthetic_root, download=False)
+    # A dashboard started elsewhere, with another data folder: the run goes on with the data it trained on.
+    resumed = TrainingSession.continue_run(session.run, tmp_path / "elsewhere", download=False)
     events = await collect(resumed)
     assert isinstance(events[-1], RunFinished) and events[-1].status == "completed", events[-1]
     assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2, 3, 4, 5, 6]
