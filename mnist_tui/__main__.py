@@ -199,7 +199,7 @@ def command_train(args: argparse.Namespace) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
     from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
     from mnist_tui.control import FileControl
-    from mnist_tui.data import download_allowed, resolve_data_dir
+    from mnist_tui.data import dataset_present, download_allowed, missing_dataset_message, resolve_data_dir
     from mnist_tui.engine import train
     from mnist_tui.events import Event, RunFailed, RunFinished, RunPaused, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter, quiet_stdout
@@ -238,6 +238,11 @@ def command_train(args: argparse.Namespace) -> int:
             resolve_device(config.device)
         except DeviceError as error:
             raise UsageError(str(error)) from None
+        data_root = resolve_data_dir(args.data_dir)
+        if not download_allowed(args.no_download) and not dataset_present(config.dataset, data_root):
+            # As the dashboard's Start does: no run folder for a run that cannot begin.
+            raise UsageError(missing_dataset_message(config.dataset, data_root, "dataset not found and downloads "
+                                                     "are off"))
         try:
             run = create_run(resolve_runs_dir(args.runs_dir), config)
         except OSError as error:

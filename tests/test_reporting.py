@@ -13,7 +13,8 @@ from rich.console import Console
 from mnist_tui.checkpoints import Checkpoint
 from mnist_tui.evaluation import score
 from mnist_tui.events import RunFailed, RunFinished
-from mnist_tui.reporting import ConsoleReporter, print_evaluation
+from mnist_tui.reporting import ConsoleReporter, print_evaluation, print_runs
+from mnist_tui.runs import RunSummary
 
 
 def recording_console(width: int = 80) -> tuple[Console, io.StringIO]:
@@ -60,3 +61,12 @@ def test_fashion_mnist_confusion_matrix_fits_80_columns() -> None:
     assert max(len(line) for line in lines) <= 80
     assert any(line.startswith(" 9 Ankle boot ") for line in lines)
     assert not any(line.lstrip().startswith("boot") for line in lines)
+
+
+def test_runs_says_under_its_table_why_a_run_failed() -> None:
+    failed = RunSummary("20261127-133241-cnn-e7b0", Path("runs/x"), "failed", "cnn", "mnist", 1, 3, 0.98, 12.0,
+                        "loss became nan at epoch 2, step 3; the last good checkpoint is kept. Try a lower learning "
+                        "rate.")
+    console, output = recording_console()
+    print_runs([failed], console)
+    assert output.getvalue().splitlines()[-1] == f"{failed.run_id}: {failed.message}"
