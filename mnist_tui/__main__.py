@@ -199,13 +199,14 @@ def command_train(args: argparse.Namespace) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
     from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
     from mnist_tui.control import FileControl
-    from mnist_tui.data import dataset_present, download_allowed, missing_dataset_message, resolve_data_dir
+    from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
     from mnist_tui.events import Event, RunFailed, RunFinished, RunPaused, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter, quiet_stdout
     from mnist_tui.session import spawn_trainer
 
     resume: Checkpoint | None = None
+    data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
     if args.resume is not None:
         run = find_run(args.resume, args.runs_dir)
         status = run.status()
@@ -227,7 +228,7 @@ def command_train(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
         config = run_config(run)
         if not args.data_dir:  # the data it trained on, if that is still where it was
-            args.data_dir = run.data_root(config.dataset)
+            data_root = run.data_root(config.dataset) or data_root
         run.send("run")  # the stop that ended it must not end the continuation
     elif args.run_dir is not None:
         run = RunDir(args.run_dir)
@@ -238,18 +239,16 @@ def command_train(args: argparse.Namespace) -> int:
             resolve_device(config.device)
         except DeviceError as error:
             raise UsageError(str(error)) from None
-        data_root = resolve_data_dir(args.data_dir)
-        if not download_allowed(args.no_download) and not dataset_present(config.dataset, data_root):
-            # As the dashboard's Start does: no run folder for a run that cannot begin.
-            raise UsageError(missing_dataset_message(config.dataset, data_root, "dataset not found and downloads "
-                                                     "are off"))
+        try:  # as the dashboard's Start does: no run folder for a run that cannot begin
+            require_dataset(config.dataset, data_root, download)
+        except DatasetError as error:
+            raise UsageError(str(error)) from None
         try:
             run = create_run(resolve_runs_dir(args.runs_dir), config)
         except OSError as error:
             raise Failure(f"cannot create a run folder: {error}") from None
     if args.detach:
-        process = spawn_trainer(run, resolve_data_dir(args.data_dir), download_allowed(args.no_download),
-                                resume=resume is not None)
+        process = spawn_trainer(run, data_root, download, resume=resume is not None)
         print(run.run_id)
         print(f"training in the background (pid {process.pid}); follow it with `mnist-tui attach {run.run_id}`, "
               "list runs with `mnist-tui runs`", file=sys.stderr)
@@ -277,7 +276,6 @@ def command_train(args: argparse.Namespace) -> int:
     outcome: RunFinished | RunFailed | None = None
     try:
         run.remove_leftovers()
-        data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
         for event in train(config, run.path, data_root, download=download, control=control, resume=resume):
             run.append_event(event)
             if isinstance(event, RunPaused | RunResumed):

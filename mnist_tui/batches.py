@@ -14,7 +14,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mnist_tui.data import DATASET_SPECS, DatasetError, dataset_present, first_line, missing_dataset_message, raw_folder
+from mnist_tui.data import (
+    DATASET_SPECS,
+    DatasetError,
+    dataset_present,
+    first_line,
+    missing_dataset_message,
+    raw_folder,
+    require_dataset,
+)
 
 
 class DeviceError(RuntimeError):
@@ -49,8 +57,7 @@ def load_split(dataset: str, train: bool, root: Path, download: bool = False) ->
     spec = DATASET_SPECS[dataset]
     tv_class = getattr(datasets, spec.folder)
     if not dataset_present(dataset, root):
-        if not download:
-            raise DatasetError(missing_dataset_message(dataset, root, "dataset not found and downloads are off"))
+        require_dataset(dataset, root, download)
         folder = raw_folder(dataset, root)
         created = [p for p in (root, folder.parent, folder) if not p.exists()]
         try:

@@ -79,6 +79,12 @@ def first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {line}".rstrip(": ")
 
 
+def require_dataset(dataset: str, root: Path, download: bool) -> None:
+    """Raises DatasetError, saying how to import it, if `dataset` is missing and may not be downloaded."""
+    if not download and not dataset_present(dataset, root):
+        raise DatasetError(missing_dataset_message(dataset, root, "dataset not found and downloads are off"))
+
+
 def missing_dataset_message(dataset: str, root: Path, reason: str) -> str:
     folder = raw_folder(dataset, root).absolute()
     return (f"{reason}: {dataset} needs {', '.join(IDX_FILES)} in {folder}. "
@@ -137,8 +143,9 @@ def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = Fa
     """Check the four IDX files in `source` and lay them out where torchvision reads them.
 
     Every file is checked before anything is written, and files are written to a temporary folder, synced
-    and renamed into place one by one, so a refused or interrupted import leaves no file half-written. Different files
-    already in place are replaced only with `replace`: runs trained on them would silently change data.
+    and renamed into place one by one, so a refused or interrupted import leaves no file half-written.
+    Different files already in place are replaced only with `replace`: runs trained on them would silently
+    change data.
 
     Returns:
         The folder the files now live in.
