@@ -172,14 +172,16 @@ class EvaluationScreen(Screen[None]):
                 "with / or o." if not found else "Pick a checkpoint and press Enter to evaluate it.")
         if not found:
             table.add_row("none yet", "", "", "", "", "", "")
-        elif self.current is not None and self._row_of(self.current) is not None:
-            table.move_cursor(row=self._row_of(self.current))
-        elif cursor < len(found):
+        elif not (self.current is not None and self._select(self.current)) and cursor < len(found):
             table.move_cursor(row=cursor)
 
-    def _row_of(self, path: Path) -> int | None:
+    def _select(self, path: Path) -> bool:
+        """Put the list's cursor on `path`'s row, if it is listed; whether it is."""
         resolved = [p.resolve() for p in self.paths]
-        return resolved.index(path.resolve()) if path.resolve() in resolved else None
+        if path.resolve() not in resolved:
+            return False
+        self.query_one("#checkpoints", DataTable).move_cursor(row=resolved.index(path.resolve()))
+        return True
 
     @on(DataTable.RowSelected, "#checkpoints")
     def row_selected(self, event: DataTable.RowSelected) -> None:
@@ -228,9 +230,7 @@ class EvaluationScreen(Screen[None]):
                 self.notify(str(error), title="Cannot evaluate", severity="error", timeout=8)
                 return
         self.current = path
-        row = self._row_of(path)
-        if row is not None:
-            self.query_one("#checkpoints", DataTable).move_cursor(row=row)
+        self._select(path)
         typed = self.query_one("#checkpoint-path", Input)
         if typed.value.strip() and expand_path(typed.value.strip()) != path:
             typed.value = ""  # it named another file: the summary below names this one
@@ -274,9 +274,7 @@ class EvaluationScreen(Screen[None]):
             self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
             return
         self.current, result, bare_state_dict = self.shown
-        row = self._row_of(self.current)
-        if row is not None:
-            self.query_one("#checkpoints", DataTable).move_cursor(row=row)
+        self._select(self.current)
         self._show_result(result, bare_state_dict, refused=message)
 
     def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False, refused: str = "") -> None:
