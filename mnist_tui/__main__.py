@@ -21,6 +21,7 @@ from mnist_tui.config import (
     CHOICES,
     FIELD_TYPES,
     MODEL_DEFAULTS,
+    PRESETS,
     ConfigError,
     TrainConfig,
     check_device,
@@ -75,6 +76,9 @@ def build_parser() -> Parser:
 
     train = commands.add_parser("train", help="train headless with progress bars (or JSON lines)")
     _add_locations(train)
+    train.add_argument("--preset", choices=PRESETS, metavar="NAME",
+                       help="start from a preset; a settings file and flags override it. "
+                       + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
     train.add_argument("--config", type=Path, help="settings file (TOML or JSON); flags override it")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -182,14 +186,14 @@ def run_app(app: MnistTuiApp) -> int:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The settings file's values with the flags on top, checked once, so the model named by either
-    brings its own defaults for whatever neither sets."""
+    """The preset's settings, the settings file's values on top, then the flags, checked once, so the model
+    named by the file or a flag brings its own defaults for whatever none of them sets."""
     values = read_config_values(args.config) if args.config else {}
     flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     from_file = set(values) - set(flags)
     values.update(flags)
     try:
-        return TrainConfig.from_mapping(values)
+        return TrainConfig.from_mapping(values, base=PRESETS[args.preset].config() if args.preset else None)
     except ConfigError as error:  # say which of the values came from the file, and which file
         raise ConfigError({key: f"{args.config}: {message}" if key in from_file else message
                            for key, message in error.errors.items()}) from None
@@ -217,7 +221,7 @@ def command_train(args: argparse.Namespace) -> int:
         if status not in (*RESUMABLE_STATUSES, *ACTIVE_STATUSES):
             raise UsageError(f"run {run.run_id} has no readable status.json, so it might still be training; "
                              "only a stopped, failed or crashed run can be resumed")
-        if args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
+        if args.preset or args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
             raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
         if not (run.path / "last.pt").exists():
             raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "

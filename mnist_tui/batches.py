@@ -6,8 +6,10 @@ batches are gathered by a seeded permutation and scaled to floats there.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,32 +79,106 @@ def load_split(dataset: str, train: bool, root: Path, download: bool = False) ->
 
 
 def resolve_device(requested: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit device must exist."""
+    """`auto` picks the freest GPU, then mps, then cpu; `cuda` the freest GPU; `cuda:N` and the rest must exist."""
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", freest_cuda_ordinal())
     if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError(f"device {requested} asked for, but CUDA is not available on this machine")
-        index = int(requested.split(":")[1]) if ":" in requested else 0
+        index = int(requested.split(":")[1])
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {requested} asked for, but only {torch.cuda.device_count()} GPU(s) exist")
+            raise DeviceError(f"device {requested} asked for, but only {torch.cuda.device_count()} GPU(s) are "
+                              "visible (CUDA_VISIBLE_DEVICES counts)")
     if requested == "mps" and not torch.backends.mps.is_available():
         raise DeviceError("device mps asked for, but MPS is not available on this machine")
     return torch.device(requested)
 
 
+def freest_cuda_ordinal() -> int:
+    """The visible GPU with the most free memory (ties: the lowest index), as NVML counts it: asking torch
+    would create a CUDA context, hundreds of MB, on every GPU of a shared box. GPU 0 when NVML cannot say."""
+    from mnist_tui.telemetry import read_gpus, visible_gpus
+
+    gpus, _ = read_gpus()
+    visible = visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))[:torch.cuda.device_count()]
+    return pick_freest([gpu.memory_free for gpu in visible])
+
+
+def pick_freest(free_bytes: Sequence[int]) -> int:
+    """The index of the largest free memory, the lowest index on a tie; 0 for an empty list."""
+    return max(range(len(free_bytes)), key=lambda i: (free_bytes[i], -i)) if free_bytes else 0
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Which device a run trains on, in the words a person and nvidia-smi use."""
+
+    description: str
+    """`NVIDIA H100 80GB HBM3 (80 GiB)`, `CPU (2 threads)`."""
+    index: int = -1
+    """The CUDA ordinal in this process (CUDA_VISIBLE_DEVICES applied), -1 off CUDA."""
+    uuid: str = ""
+    """NVML's `GPU-...` UUID, which names the same GPU whatever CUDA_VISIBLE_DEVICES says."""
+
+
+def identify_device(device: torch.device) -> DeviceIdentity:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        uuid = str(getattr(props, "uuid", "") or "")
+        return DeviceIdentity(f"{props.name} ({props.total_memory / 2**30:.0f} GiB)", index,
+                              uuid if not uuid or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+    if device.type == "mps":
+        return DeviceIdentity("Apple GPU (MPS)")
+    return DeviceIdentity(f"CPU ({torch.get_num_threads()} threads)")
+
+
 def describe_device(device: torch.device) -> str:
     """A human name for the device: the GPU's name and memory, or the CPU thread count."""
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
-    if device.type == "mps":
-        return "Apple GPU (MPS)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    return identify_device(device).description
+
+
+def memory_held_by_others(device: torch.device) -> str:
+    """What other processes hold on a GPU, for an out-of-memory message: `; other processes hold 61.2 GiB
+    of its 80 GiB (3 processes)`, or nothing when NVML cannot say."""
+    if device.type != "cuda":
+        return ""
+    from mnist_tui.telemetry import read_gpus
+
+    try:
+        uuid = identify_device(device).uuid
+    except RuntimeError:  # the driver itself is in trouble: say nothing rather than fail the message
+        return ""
+    gpus, _ = read_gpus()
+    gpu = next((g for g in gpus if g.uuid == uuid), None)
+    if gpu is None:
+        return ""
+    others = [p for p in gpu.processes if p.pid != os.getpid()]
+    held = sum(p.memory_used or 0 for p in others)
+    return (f"; other processes hold {held / 2**30:.1f} GiB of its {gpu.memory_total / 2**30:.0f} GiB "
+            f"({len(others)} process{'es' if len(others) != 1 else ''})")
+
+
+def apply_precision(precision: str) -> None:
+    """Set how float32 matrix products and convolutions run on CUDA: `tf32` lets tensor cores round inputs
+    to TF32; `fp32` and `bf16` keep IEEE float32 outside autocast (cuDNN would otherwise pick TF32 for
+    convolutions by default). No effect on a CPU."""
+    mode = "tf32" if precision == "tf32" else "ieee"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch 2.9 and newer
+        torch.backends.cuda.matmul.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
+        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """bfloat16 autocast of the forward pass and loss for `bf16`; nothing for the others."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def prepare(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:

@@ -80,10 +80,16 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
 
 def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                        config: TrainConfig, epoch: int, step: int, metrics: Mapping[str, Any],
-                       history: list[dict[str, Any]], progress: Mapping[str, float], elapsed: float
+                       history: list[dict[str, Any]], progress: Mapping[str, float], elapsed: float,
+                       device: torch.device, training_model: nn.Module | None = None, averaged_steps: int = 0
                        ) -> dict[str, Any]:
     """The plain dict saved as a checkpoint; `epoch` counts whole epochs done, `step` batches into the next,
-    `elapsed` the wall-clock seconds of the run's sessions so far, pauses included."""
+    `elapsed` the wall-clock seconds of the run's sessions so far, pauses included.
+
+    Every tensor in it is on the CPU, so a checkpoint written on a GPU loads on a machine without one.
+    `model` holds the weights that are evaluated (the weight average when `ema_decay` is on, with the
+    weights being trained in `training_model_state`); the RNG state kept besides the CPU's is the training
+    device's own, so a box with fewer GPUs resumes it."""
     import torchvision
 
     spec = MODEL_SPECS[config.model]
@@ -91,9 +97,11 @@ def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, sc
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": config.model,
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer_state": optimizer.state_dict(),
-        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "model_state": _on_cpu(model.state_dict()),
+        "training_model_state": _on_cpu(training_model.state_dict()) if training_model is not None else None,
+        "averaged_steps": averaged_steps,
+        "optimizer_state": _on_cpu(optimizer.state_dict()),
+        "scheduler_state": _on_cpu(scheduler.state_dict()) if scheduler is not None else None,
         "config": config.to_dict(),
         "epoch": epoch,
         "step": step,
@@ -102,12 +110,24 @@ def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, sc
         "metrics": dict(metrics),
         "history": history,
         "preprocessing": {"scale": 1 / 255, "mean": spec.mean, "std": spec.std},
+        "device": str(device),
         "rng_state": torch.get_rng_state(),
-        "cuda_rng_state": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        "cuda_rng_state": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "versions": {"mnist_tui": __version__, "torch": str(torch.__version__),
                      "torchvision": str(torchvision.__version__)},
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _on_cpu(value: Any) -> Any:
+    """`value` with every tensor inside it (dicts, lists, tuples) copied to the CPU and detached."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
 
 
 CODE_RUNNING_MODULES = frozenset({"builtins", "os", "posix", "nt", "subprocess", "sys", "shutil", "socket",

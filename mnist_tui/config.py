@@ -17,18 +17,46 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "cnn-wide")
 DATASETS = ("mnist", "fashion-mnist", "kmnist")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle")
+PRECISIONS = ("fp32", "tf32", "bf16")
 MAX_TRAIN_SIZE = 60000
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {},
     "cnn": {"batch_size": 128, "epochs": 3, "lr": 0.003, "scheduler": "onecycle"},
+    "cnn-wide": {"batch_size": 128, "epochs": 3, "lr": 0.003, "scheduler": "onecycle"},
 }
 """Settings each model starts from where none are given. The mlp's are the tutorial's (the dataclass
 defaults); the cnn's are a short one-cycle schedule that passes 99.3% on MNIST in three CPU epochs, where
 the tutorial's constant rate stalls near 99.0% (measured)."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point for a run: a model's defaults with some settings on top."""
+
+    name: str
+    summary: str
+    """One line for lists and `--help`: what it trains and what it reaches."""
+    values: Mapping[str, Any]
+
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_mapping(self.values)
+
+
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
+    Preset("tutorial", "the tutorial's MLP: Adam 0.001, batch 256, 20 epochs (97.8% on MNIST)", {"model": "mlp"}),
+    Preset("cnn", "the small convnet: one-cycle over 3 epochs, batch 128 (99.4% on MNIST)", {"model": "cnn"}),
+    Preset("fast", "the small convnet, one epoch of one-cycle: 99% on MNIST in the least time",
+           {"model": "cnn", "epochs": 1}),
+    Preset("best", "the wider convnet, 12 epochs with augmentation, label smoothing and weight averaging "
+           "(99.6% on MNIST)",
+           {"model": "cnn-wide", "epochs": 12, "augment": True, "label_smoothing": 0.1, "ema_decay": 0.999,
+            "optimizer": "adamw", "weight_decay": 0.05}),
+)}
+"""One table of presets for `train --preset`, the settings pane and the palette; README lists the same."""
 
 
 class ConfigError(ValueError):
@@ -44,7 +72,8 @@ class TrainConfig:
     """Everything that decides how a run trains. Two runs with equal configs on CPU give equal metrics."""
 
     model: str = "mlp"
-    """Architecture from the model registry: `mlp` (the tutorial's 784-128-64-10) or `cnn`."""
+    """Architecture from the model registry: `mlp` (the tutorial's 784-128-64-10), `cnn` (a small convnet) or
+    `cnn-wide` (the same, wider)."""
     dataset: str = "mnist"
     """Which 28x28 grey 10-class dataset: `mnist`, `fashion-mnist` or `kmnist`."""
     batch_size: int = 256
@@ -65,10 +94,18 @@ class TrainConfig:
     """Fraction of the training split held out for validation; 0 validates on the test set, as the tutorial."""
     augment: bool = False
     """Random per-sample shifts (up to 2 px) and rotations (up to 10 degrees), done on the device."""
+    label_smoothing: float = 0.0
+    """Share of each target spread over the other classes (0 is the tutorial's plain cross-entropy)."""
+    ema_decay: float = 0.0
+    """Validate and save an exponential moving average of the weights with this decay per step (0: off)."""
     seed: int = 0
     """Seeds weights, shuffling, augmentation and dropout."""
     device: str = "auto"
-    """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
+    """`auto` (the visible GPU with the most free memory, then mps, then cpu), `cpu`, `cuda` (the same choice
+    among GPUs), `cuda:N` (as given) or `mps`."""
+    precision: str = "fp32"
+    """`fp32` (IEEE single precision: the tutorial's numerics), `tf32` (TensorFloat-32 matrix products on
+    CUDA; fp32 elsewhere) or `bf16` (bfloat16 autocast of the forward pass)."""
     num_threads: int = 0
     """CPU threads for torch; 0 keeps torch's default (one per core)."""
 
@@ -130,9 +167,9 @@ class TrainConfig:
 
 FIELD_TYPES: dict[str, type] = {"batch_size": int, "epochs": int, "seed": int, "num_threads": int,
                                 "lr": float, "momentum": float, "weight_decay": float, "val_split": float,
-                                "augment": bool}
+                                "label_smoothing": float, "ema_decay": float, "augment": bool}
 CHOICES: dict[str, tuple[str, ...]] = {"model": MODELS, "dataset": DATASETS, "optimizer": OPTIMIZERS,
-                                        "scheduler": SCHEDULERS}
+                                        "scheduler": SCHEDULERS, "precision": PRECISIONS}
 
 
 def field_help(name: str) -> str:
@@ -202,6 +239,10 @@ def check_value(name: str, value: Any) -> str | None:
         return _range(name, value, 0, 1, "a number")
     if name == "val_split":
         return _range(name, value, 0, 0.5, "a fraction")
+    if name == "label_smoothing":
+        return _range(name, value, 0, 0.5, "a number")
+    if name == "ema_decay":
+        return _range(name, value, 0, 0.9999, "a number")
     if name == "seed":
         return _range(name, value, 0, 2**31 - 1, "an integer")
     if name == "num_threads":
@@ -298,6 +339,6 @@ def _field_docs() -> dict[str, str]:
     for node, after in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
-            docs[node.target.id] = str(after.value.value)
+            docs[node.target.id] = " ".join(str(after.value.value).split())
     return docs
 

@@ -35,6 +35,12 @@ class RunStarted:
     """Batches into `start_epoch + 1` it resumes at: a run stopped mid-epoch goes on where it stopped."""
     data_dir: str = ""
     """The data root it trained from, absolute: a resume looks there first."""
+    device_index: int = -1
+    """The CUDA ordinal it trains on in its own process, -1 off CUDA."""
+    device_uuid: str = ""
+    """The GPU's `GPU-...` UUID, which names it whatever CUDA_VISIBLE_DEVICES says; empty off CUDA."""
+    note: str = ""
+    """Something a person should know about this session, such as a resume on another kind of device."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,10 @@ class EpochEnded:
     epoch_seconds: float
     samples_per_second: float
     is_best: bool
+    gpu_memory_peak: int | None = None
+    """Bytes: the most the epoch had allocated on its GPU at once; None off CUDA."""
+    gpu_memory_reserved: int | None = None
+    """Bytes held by torch's caching allocator on the GPU at the epoch's end; None off CUDA."""
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,14 @@ def format_percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def format_gpu_memory(event: EpochEnded) -> str:
+    """An epoch's GPU memory as `412/1,024 MiB` (peak allocated / reserved), or `-` off a GPU."""
+    if event.gpu_memory_peak is None:
+        return "-"
+    reserved = f"{event.gpu_memory_reserved / 2**20:,.0f}" if event.gpu_memory_reserved is not None else "-"
+    return f"{event.gpu_memory_peak / 2**20:,.0f}/{reserved} MiB"
+
+
 def quiet_stdout() -> None:
     """Point stdout at /dev/null once its reader has gone (`| head`), or Python fails again flushing it."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -100,10 +108,11 @@ class ConsoleReporter:
                                  note=f"loss {event.loss:.4f}  {event.samples_per_second:,.0f} samples/s")
         elif isinstance(event, EpochEnded):
             best = " *" if event.is_best else ""
+            memory = "" if event.gpu_memory_peak is None else f" {format_gpu_memory(event):>17}"
             self.console.print(
                 f"{event.epoch:>5}/{event.epochs:<3} {event.train_loss:>10.4f} {event.train_accuracy:>9.2%} "
                 f"{event.val_loss:>9.4f} {event.val_accuracy:>8.2%}{best:<2} {event.lr:>9.2e} "
-                f"{event.epoch_seconds:>6.1f}s {event.samples_per_second:>10,.0f}")
+                f"{event.epoch_seconds:>6.1f}s {event.samples_per_second:>10,.0f}{memory}")
             if self.epoch_task is not None:
                 self.progress.reset(self.epoch_task, total=self.steps, note="")
         elif isinstance(event, RunPaused):
@@ -129,10 +138,14 @@ class ConsoleReporter:
     def _started(self, event: RunStarted) -> None:
         self.steps = event.steps_per_epoch
         self.console.print(
-            f"run {event.run_id}: {self.config.model} ({event.parameters:,} parameters) on {self.config.dataset}, "
-            f"{event.device_name}; {event.train_size:,} training images, validating on {event.val_source} "
-            f"({event.val_size:,})")
-        self.console.print("[bold]" + "{:>9} {:>10} {:>9} {:>9} {:>8}   {:>9} {:>7} {:>10}".format(*self.COLUMNS))
+            f"run {escape(event.run_id)}: {self.config.model} ({event.parameters:,} parameters) on "
+            f"{self.config.dataset}, {escape(event.device)} {escape(event.device_name)}, {self.config.precision}; "
+            f"{event.train_size:,} training images, validating on {event.val_source} ({event.val_size:,})")
+        if event.note:
+            self.console.print(f"[yellow]note: {escape(event.note)}[/]")
+        on_gpu = event.device.startswith("cuda")
+        header = "{:>9} {:>10} {:>9} {:>9} {:>8}   {:>9} {:>7} {:>10}".format(*self.COLUMNS)
+        self.console.print("[bold]" + header + (f" {'gpu peak/reserved':>17}" if on_gpu else ""))
         self.progress.start()
         total = self.config.epochs * event.steps_per_epoch
         self.run_task = self.progress.add_task("run", total=total, completed=event.start_epoch * event.steps_per_epoch,

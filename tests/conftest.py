@@ -197,6 +197,16 @@ def restore_signals() -> Iterator[None]:
         signal.signal(sig, handler)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `cuda` need a GPU: skipped, with why, on a machine without one."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/bench_gpu.py on a GPU box)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited and been reaped."""
     process = subprocess.Popen([sys.executable, "-c", "pass"])
