@@ -232,14 +232,14 @@ def print_devices(snapshot: TelemetrySnapshot, cuda_visible_devices: str | None,
     if snapshot.gpus:
         ordinals = {gpu.index: n for n, gpu in enumerate(visible_gpus(snapshot.gpus, cuda_visible_devices))}
         table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-        for column in ("gpu", "cuda", "name", "memory free / total", "util", "temp", "power / limit", "procs"):
-            table.add_column(column, justify="left" if column in ("cuda", "name") else "right")
+        for column in ("gpu", "cuda", "name", "free / total", "util", "temp", "power / limit", "procs"):
+            table.add_column(column, justify="left" if column in ("cuda", "name") else "right", no_wrap=True)
         for gpu in snapshot.gpus:
             cuda = f"cuda:{ordinals[gpu.index]}" if gpu.index in ordinals else "-"
             power = "-" if gpu.power_draw is None else f"{gpu.power_draw:.0f} W"
             if gpu.power_limit is not None:
                 power += f" / {gpu.power_limit:.0f} W"
-            table.add_row(str(gpu.index), cuda, escape(gpu.name),
+            table.add_row(str(gpu.index), cuda, escape(short_gpu_name(gpu.name)),
                           f"{format_memory(gpu.memory_free)} / {format_memory(gpu.memory_total)}",
                           "-" if gpu.utilization is None else f"{gpu.utilization:.0f}%",
                           "-" if gpu.temperature is None else f"{gpu.temperature}°C", power, str(len(gpu.processes)))
