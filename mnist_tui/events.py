@@ -35,6 +35,10 @@ class RunStarted:
     """Batches into `start_epoch + 1` it resumes at: a run stopped mid-epoch goes on where it stopped."""
     data_dir: str = ""
     """The data root it trained from, absolute: a resume looks there first."""
+    device_uuid: str = ""
+    """The GPU's UUID ("GPU-..."), which names it whatever CUDA_VISIBLE_DEVICES says; "" off a GPU."""
+    device_index: int = -1
+    """The CUDA ordinal (the N of cuda:N) it trained on; -1 off a GPU."""
 
 
 @dataclass(frozen=True)

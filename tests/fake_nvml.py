@@ -27,15 +27,15 @@ class NVMLError(Exception):
     """As pynvml's: one class per error code."""
 
 
-class NVMLError_NotSupported(NVMLError):  # noqa: N801 (pynvml's name)
+class NVMLError_NotSupported(NVMLError):  # pynvml names them so
     pass
 
 
-class NVMLError_LibraryNotFound(NVMLError):  # noqa: N801
+class NVMLError_LibraryNotFound(NVMLError):
     pass
 
 
-class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
+class NVMLError_DriverNotLoaded(NVMLError):
     pass
 
 
@@ -55,7 +55,7 @@ class Memory:
 @dataclass
 class Process:
     pid: int
-    usedGpuMemory: int | None  # noqa: N815 (pynvml's name)
+    usedGpuMemory: int | None
 
 
 @dataclass
@@ -123,8 +123,9 @@ def make_module(trainer_pid: int, init_error: type[NVMLError] | None = None) -> 
 
 
 def install(monkeypatch: pytest.MonkeyPatch, trainer_pid: int = 4242,
-            init_error: type[NVMLError] | None = None) -> ModuleType:
-    """Put the fake in place of `pynvml`, with a fresh NVML session so that telemetry initialises it."""
+            init_error: type[NVMLError] | None = None) -> Any:
+    """Put the fake in place of `pynvml`, with a fresh NVML session so that telemetry initialises it; the
+    module comes back typed loosely, so that a test may replace its functions."""
     module = make_module(trainer_pid, init_error)
     monkeypatch.setitem(sys.modules, "pynvml", module)
     monkeypatch.setattr(telemetry, "_session", telemetry._NvmlSession())
