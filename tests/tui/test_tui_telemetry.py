@@ -159,7 +159,7 @@ async def test_settings_list_every_gpu_with_free_memory_and_utilisation_and_foll
         select = app.screen.query_one("#input-device", Select)
 
         def options() -> list[tuple[str, str]]:
-            return [(str(prompt), value) for prompt, value in select._options]
+            return [(str(prompt), str(value)) for prompt, value in select._options]
 
         await wait_for(pilot, lambda: len(options()) == 6, seconds=30)  # torch is imported on the way
         assert options() == [("auto", "auto"), ("cpu", "cpu"), ("cuda", "cuda"), ("mps", "mps"),
