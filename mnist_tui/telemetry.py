@@ -339,6 +339,7 @@ class TelemetrySampler:
         self._lock = threading.Lock()
         self._history: deque[TelemetrySnapshot] = deque(maxlen=max(1, round(history_seconds / interval)))
         self._stopping = threading.Event()
+        """The running thread's: each start makes a new one, so a thread told to stop stays stopped."""
         self._thread: threading.Thread | None = None
 
     def set_pid(self, pid: int | None) -> None:
@@ -358,12 +359,13 @@ class TelemetrySampler:
         """Begin sampling (the first reading at once); a second call while it samples does nothing."""
         if self._thread is not None and self._thread.is_alive():
             return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(self._stopping,), name="telemetry", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop sampling; the history stays readable."""
+        """Stop sampling, waiting up to `timeout` for a reading under way (0: not at all, as on a UI
+        thread; the thread then ends by itself); the history stays readable."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -373,9 +375,9 @@ class TelemetrySampler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         read = self._read or sample
-        while not self._stopping.is_set():
+        while not stopping.is_set():
             began = time.monotonic()
             with self._lock:
                 pid = self._pid
@@ -383,10 +385,10 @@ class TelemetrySampler:
                 snapshot = read(pid)
             except Exception:  # telemetry is an aid: one bad reading (a driver hiccup) must not end it
                 snapshot = None
-            if snapshot is not None:
+            if snapshot is not None and not stopping.is_set():
                 with self._lock:
                     self._history.append(snapshot)
-            self._stopping.wait(max(0.0, self.interval - (time.monotonic() - began)))
+            stopping.wait(max(0.0, self.interval - (time.monotonic() - began)))
 
 
 def gpu_to_json(gpu: GpuSample) -> dict[str, Any]:

@@ -274,3 +274,30 @@ def test_sampler_reads_on_its_thread_keeps_a_bounded_history_and_outlives_a_bad_
     assert latest is not None and latest is history[-1] and latest.time == count
     assert {name for _, name in readings} == {"telemetry"}
     assert readings[0][0] == 7 and readings[-1][0] == 8
+
+
+def test_a_sampler_stopped_without_waiting_and_started_again_reads_on_one_thread_only() -> None:
+    reading = threading.Event()
+    threads: set[int] = set()
+
+    def read(pid: int | None) -> TelemetrySnapshot:
+        threads.add(threading.get_ident())
+        reading.set()
+        time.sleep(0.05)  # a slow reading, under way when the sampler is stopped
+        return snapshot_at(time.monotonic())
+
+    sampler = TelemetrySampler(interval=0.01, read=read)
+    sampler.start()
+    assert reading.wait(5)
+    sampler.stop(timeout=0)  # as the dashboard does: no wait
+    sampler.start()
+    time.sleep(0.3)
+    sampler.stop()
+    assert len(threads) == 2
+    alive = [t for t in threading.enumerate() if t.name == "telemetry"]
+    assert alive == []
+    last = sampler.latest()
+    assert last is not None
+    count = len(sampler.history())
+    time.sleep(0.1)
+    assert len(sampler.history()) == count

@@ -56,6 +56,7 @@ async def follow(app: MnistTuiApp, pilot: Pilot[None], tmp_path: Path, started: 
     await pilot.press("f3")
     screen.receive(started, *run_events()[1:6])
     await wait_for(pilot, lambda: "util" in strip_text(screen) or "trainer" in strip_text(screen))
+    await pilot.pause(0.1)  # laid out with its figures
     return screen
 
 
@@ -65,13 +66,15 @@ def gpu_run(uuid: str = "") -> RunStarted:
     return replace(started, device="cuda:0", device_name="NVIDIA H100 80GB HBM3", device_uuid=uuid)
 
 
+@pytest.mark.parametrize("uuid", [UUIDS[0], UUIDS[0].removeprefix("GPU-")], ids=["nvml", "torch"])
 async def test_a_gpu_run_shows_its_gpu_found_by_uuid_whatever_cuda_numbers_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uuid: str) -> None:
     fake_nvml.install(monkeypatch)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")  # cuda:0 here would be the K80; the trainer said H100
     app = make_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await follow(app, pilot, tmp_path, gpu_run(UUIDS[0]))
+        # As NVML spells the UUID, or as torch's device properties do, without `GPU-`.
+        screen = await follow(app, pilot, tmp_path, gpu_run(uuid))
         assert strip_text(screen) == "GPU 0 H100 80GB HBM3 util 97% mem 9.0 GiB/80 GiB 64°C · 312/700 W"
         sparks = list(screen.query(ScaledSparkline))
         assert all(spark.display for spark in sparks)
@@ -93,7 +96,7 @@ async def test_a_gpu_run_without_a_uuid_is_found_by_its_ordinal_and_shows_what_t
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await follow(app, pilot, tmp_path, gpu_run())
         assert strip_text(screen) == "GPU 1 Tesla K80 util - mem 1.0 GiB/12 GiB"
-        assert screen.device_uuid == UUIDS[1]
+        assert screen.device_uuid == UUIDS[1].removeprefix("GPU-")  # remembered: found by it from now on
 
 
 async def test_a_gpu_run_on_a_machine_without_nvml_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -40,6 +40,11 @@ STOP_CONFIRM_SECONDS = 3.0
 """How long after a first `s` a second one stops the run."""
 
 
+def _bare_uuid(uuid: str) -> str:
+    """A GPU's UUID without NVML's `GPU-` prefix, which torch's `device_properties.uuid` leaves out."""
+    return uuid.removeprefix("GPU-")
+
+
 class TrainingScreen(Screen[None]):
     """Watch and steer the current run."""
 
@@ -190,7 +195,8 @@ class TrainingScreen(Screen[None]):
             self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
             self.batch_size = config["batch_size"]
             self.epoch = event.start_epoch
-            self.device, self.device_uuid = event.device, event.device_uuid
+            # Read from a log that may be damaged: strings, whatever it holds.
+            self.device, self.device_uuid = str(event.device), _bare_uuid(str(event.device_uuid or ""))
             self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
                                 f"{event.device_name} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
@@ -329,7 +335,7 @@ class TrainingScreen(Screen[None]):
         if gpu is None:
             strip.show_message(f"{self.device}: " + (reading.nvml_error or "not among the GPUs NVML sees"))
             return
-        history = [g for r in self.sampler.history() for g in r.gpus if g.uuid == gpu.uuid]
+        history = [g for r in self.sampler.history() for g in r.gpus if _bare_uuid(g.uuid) == self.device_uuid]
         strip.show_gpu(gpu, history)
 
     def _run_gpu(self, reading: TelemetrySnapshot) -> GpuSample | None:
@@ -342,8 +348,8 @@ class TrainingScreen(Screen[None]):
                 if ordinal.isdigit() else None
             if gpu is None or not gpu.uuid:
                 return gpu
-            self.device_uuid = gpu.uuid
-        return next((gpu for gpu in reading.gpus if gpu.uuid == self.device_uuid), None)
+            self.device_uuid = _bare_uuid(gpu.uuid)
+        return next((gpu for gpu in reading.gpus if _bare_uuid(gpu.uuid) == self.device_uuid), None)
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
         """Seconds left in the epoch and the run, from this epoch's throughput once a tenth of it is done,
