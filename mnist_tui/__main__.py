@@ -114,6 +114,10 @@ def build_parser() -> Parser:
     _add_locations(runs)
     runs.add_argument("--json", action="store_true", help="print a JSON array")
 
+    devices = commands.add_parser("devices", help="the GPUs (through NVML) and the CPU: memory, utilisation, "
+                                  "temperature, power, processes")
+    devices.add_argument("--json", action="store_true", help="print one JSON object: cpu, gpus, nvml")
+
     data = commands.add_parser("data", help="manage datasets")
     data_commands = data.add_subparsers(dest="data_command", parser_class=Parser, required=True,
                                         metavar="{import}")
@@ -146,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             return run_app(make_app(args))
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,
-                   "attach": command_attach}
+                   "attach": command_attach, "devices": command_devices}
         return handler[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
@@ -358,6 +362,19 @@ def command_runs(args: argparse.Namespace) -> int:
         print(json.dumps([s.to_json() for s in summaries]))
     else:
         print_runs(summaries)
+    return 0
+
+
+def command_devices(args: argparse.Namespace) -> int:
+    """What each GPU and the CPU are doing; no driver is a normal answer (exit 0), said in `nvml`."""
+    from mnist_tui.reporting import print_devices
+    from mnist_tui.telemetry import sample, to_json
+
+    snapshot = sample()
+    if args.json:
+        print(json.dumps(to_json(snapshot)))
+    else:
+        print_devices(snapshot, os.environ.get("CUDA_VISIBLE_DEVICES"))
     return 0
 
 

@@ -33,6 +33,7 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.runs import RunSummary
+from mnist_tui.telemetry import TelemetrySnapshot, visible_gpus
 
 if TYPE_CHECKING:  # torch-free at run time, so the dashboard can use the formatters without importing torch
     from mnist_tui.checkpoints import Checkpoint
@@ -58,12 +59,28 @@ def format_percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def format_memory(size: int | None) -> str:
+    """Bytes in binary units, short: `512 MiB`, `7.5 GiB`, `71 GiB`."""
+    if size is None:
+        return "-"
+    gib = size / 2**30
+    if gib >= 10:
+        return f"{gib:.0f} GiB"
+    if gib >= 1:
+        return f"{gib:.1f} GiB"
+    return f"{size / 2**20:.0f} MiB"
+
+
+def short_gpu_name(name: str) -> str:
+    """`NVIDIA H100 80GB HBM3` as `H100 80GB HBM3`: every board here is NVIDIA's."""
+    return name.removeprefix("NVIDIA ").strip() or name
+
+
 def format_gpu_memory(event: EpochEnded) -> str:
-    """An epoch's GPU memory as `412/1,024 MiB` (peak allocated / reserved), or `-` off a GPU."""
+    """An epoch's GPU memory as `412 MiB/1.0 GiB` (peak allocated / reserved), or `-` off a GPU."""
     if event.gpu_memory_peak is None:
         return "-"
-    reserved = f"{event.gpu_memory_reserved / 2**20:,.0f}" if event.gpu_memory_reserved is not None else "-"
-    return f"{event.gpu_memory_peak / 2**20:,.0f}/{reserved} MiB"
+    return f"{format_memory(event.gpu_memory_peak)}/{format_memory(event.gpu_memory_reserved)}"
 
 
 def quiet_stdout() -> None:
@@ -214,3 +231,32 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
     for s in summaries:
         if s.message:
             console.print(f"{s.run_id}: {escape(s.message)}", style="red", highlight=False)
+
+
+def print_devices(snapshot: TelemetrySnapshot, cuda_visible_devices: str | None,
+                  console: Console | None = None) -> None:
+    """The CPU on one line, a row per GPU, and why NVML is unavailable if it is; `cuda` is the name a
+    run started from this shell gives each GPU (CUDA_VISIBLE_DEVICES taken into account)."""
+    console = console or Console(soft_wrap=True)
+    cpu = snapshot.cpu
+    load = " ".join(f"{value:.2f}" for value in cpu.load_average)
+    console.print(f"CPU: {cpu.utilization:.0f}% of {cpu.cores} cores · load {load}", highlight=False)
+    if snapshot.gpus:
+        ordinals = {gpu.index: n for n, gpu in enumerate(visible_gpus(snapshot.gpus, cuda_visible_devices))}
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        for column in ("gpu", "cuda", "name", "free / total", "util", "temp", "power / limit", "procs"):
+            table.add_column(column, justify="left" if column in ("cuda", "name") else "right", no_wrap=True)
+        for gpu in snapshot.gpus:
+            cuda = f"cuda:{ordinals[gpu.index]}" if gpu.index in ordinals else "-"
+            power = "-" if gpu.power_draw is None else f"{gpu.power_draw:.0f} W"
+            if gpu.power_limit is not None:
+                power += f" / {gpu.power_limit:.0f} W"
+            table.add_row(str(gpu.index), cuda, escape(short_gpu_name(gpu.name)),
+                          f"{format_memory(gpu.memory_free)} / {format_memory(gpu.memory_total)}",
+                          "-" if gpu.utilization is None else f"{gpu.utilization:.0f}%",
+                          "-" if gpu.temperature is None else f"{gpu.temperature}°C", power, str(len(gpu.processes)))
+        console.print(table)
+    elif snapshot.nvml_error is None:
+        console.print("GPUs: none (NVML sees no GPU)")
+    if snapshot.nvml_error is not None:
+        console.print(f"GPUs: {escape(snapshot.nvml_error)}", style="yellow", highlight=False)

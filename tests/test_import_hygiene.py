@@ -9,7 +9,7 @@ import sys
 from conftest import REPO_ROOT
 
 CORE_MODULES = ("config", "data", "batches", "models", "engine", "control", "checkpoints", "evaluation", "events",
-                "runs", "reporting", "session", "__main__")
+                "runs", "reporting", "session", "telemetry", "__main__")
 
 
 def test_core_does_not_import_textual() -> None:
@@ -31,10 +31,20 @@ def test_light_modules_do_not_import_torch() -> None:
     assert completed.stdout.strip() == "False"
 
 
-def test_the_dashboard_draws_its_first_frame_without_importing_torch() -> None:
-    # torch takes seconds to import; the app and every screen must defer it to a worker thread.
-    script = ("import sys; import mnist_tui.__main__, mnist_tui.tui.app, mnist_tui.session, mnist_tui.reporting; "
-              "print('torch' in sys.modules)")
+def test_telemetry_imports_neither_torch_nor_nvml_nor_psutil_until_it_reads() -> None:
+    # Importing the module costs nothing; NVML and psutil are loaded by the first reading, off the UI thread.
+    script = ("import sys, json; import mnist_tui.telemetry; "
+              "print(json.dumps(sorted(m for m in ('torch', 'pynvml', 'psutil') if m in sys.modules)))")
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
                                timeout=120, check=True)
-    assert completed.stdout.strip() == "False"
+    assert json.loads(completed.stdout.strip()) == []
+
+
+def test_the_dashboard_draws_its_first_frame_without_importing_torch_or_nvml() -> None:
+    # torch takes seconds to import, NVML's first call tens of milliseconds: the app and every screen must
+    # defer them to a worker thread.
+    script = ("import sys, json; import mnist_tui.__main__, mnist_tui.tui.app, mnist_tui.session, "
+              "mnist_tui.reporting; print(json.dumps(sorted(m for m in ('torch', 'pynvml') if m in sys.modules)))")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT,
+                               timeout=120, check=True)
+    assert json.loads(completed.stdout.strip()) == []

@@ -28,11 +28,14 @@ RUNS_DIR = Path("snapshot-runs")
 
 @pytest.fixture(autouse=True)
 def fixed_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The settings pane names the machine's device; pin it so the picture is the same everywhere."""
+    """The settings pane names the machine's device and lists its GPUs; pin them so the picture is the same
+    everywhere."""
     import mnist_tui.batches
+    import mnist_tui.telemetry
 
     monkeypatch.setattr(mnist_tui.batches, "resolve_device", lambda requested: torch.device("cpu"))
     monkeypatch.setattr(mnist_tui.batches, "describe_device", lambda device: "CPU (2 threads)")
+    monkeypatch.setattr(mnist_tui.telemetry, "read_gpus", lambda: ([], "NVML unavailable: pinned for snapshots."))
 
 
 def make_app() -> MnistTuiApp:

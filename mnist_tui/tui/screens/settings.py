@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -16,6 +18,7 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
+from mnist_tui import telemetry
 from mnist_tui.config import (
     CHOICES,
     FIELD_TYPES,
@@ -28,6 +31,7 @@ from mnist_tui.config import (
     save_config,
 )
 from mnist_tui.data import dataset_present, raw_folder
+from mnist_tui.reporting import format_memory, short_gpu_name
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
@@ -36,6 +40,8 @@ PRESETS: dict[str, TrainConfig] = {
     "fast-cnn": TrainConfig.defaults_for("cnn"),
 }
 BASE_DEVICES = ("auto", "cpu", "cuda", "mps")
+GPU_REFRESH_SECONDS = 2.0
+"""How often the device list's free memory and utilisation are read again while the pane is shown."""
 
 
 class TickBox(Checkbox):
@@ -80,6 +86,8 @@ class SettingsScreen(Screen[None]):
         self.data_dir = data_dir
         self.download = download
         self.devices: list[str] = list(BASE_DEVICES)
+        self.device_labels: dict[str, str] = {}
+        """What the device list says of a device beside its name: a GPU's model, free memory, utilisation."""
         self.model = TrainConfig.model
 
     def compose(self) -> ComposeResult:
@@ -111,8 +119,7 @@ class SettingsScreen(Screen[None]):
             return Select([(choice, choice) for choice in CHOICES[name]], value=default, allow_blank=False,
                           id=control_id, compact=True)
         if name == "device":
-            return Select([(d, d) for d in self.devices], value=default, allow_blank=False, id=control_id,
-                          compact=True)
+            return Select(self._device_options(), value=default, allow_blank=False, id=control_id, compact=True)
         if FIELD_TYPES.get(name) is bool:
             return TickBox("shifts and rotations", value=default, id=control_id, compact=True)
         return Input(str(default), id=control_id, compact=True)
@@ -121,7 +128,17 @@ class SettingsScreen(Screen[None]):
         self._show_dataset_status()
         # Importing torch holds the GIL for a second or two: start only once the first frame is out.
         self.set_timer(0.3, self._probe_devices)
+        # The GPUs' figures, read again while the pane is shown, once the first reading found GPUs.
+        self.gpu_timer = self.set_interval(GPU_REFRESH_SECONDS, self._read_gpus, pause=True)
         self.query_one("#input-model").focus()
+
+    def on_screen_resume(self) -> None:
+        if any(device.startswith("cuda:") for device in self.device_labels):
+            self.gpu_timer.resume()
+            self._read_gpus()
+
+    def on_screen_suspend(self) -> None:
+        self.gpu_timer.pause()
 
     # Values -----------------------------------------------------------------------------------------
 
@@ -311,9 +328,16 @@ class SettingsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="probe")
     def _probe_devices(self) -> None:
-        """Import torch off the UI thread (it takes seconds) and describe what `auto` will pick."""
+        """List the GPUs through NVML (fast, torch-free), then import torch off the UI thread (it takes
+        seconds) and describe what `auto` will pick."""
         from mnist_tui.batches import describe_device, resolve_device
 
+        gpus = self._gpu_labels()
+        self.app.call_from_thread(self._gpus_found, gpus)
+        if gpus:
+            self.app.call_from_thread(self.query_one("#device-status", Static).update,
+                                      f"Device: {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} found; "
+                                      "checking what auto picks…")
         device = resolve_device("auto")
         extra = []
         import torch
@@ -327,14 +351,45 @@ class SettingsScreen(Screen[None]):
         self.query_one("#device-status", Static).update(text)
         self._set_devices([*self.devices, *(d for d in extra if d not in self.devices)])
 
-    def _set_devices(self, devices: list[str]) -> None:
+    @staticmethod
+    def _gpu_labels() -> dict[str, str]:
+        """`cuda:N` (as CUDA numbers the GPUs for a trainer started from here) to what the list says of it.
+        It blocks on NVML: call it off the UI thread."""
+        gpus, _ = telemetry.read_gpus()
+        labels = {}
+        for ordinal, gpu in enumerate(telemetry.visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))):
+            utilization = "" if gpu.utilization is None else f" · {gpu.utilization:.0f}%"
+            labels[f"cuda:{ordinal}"] = (f"{short_gpu_name(gpu.name)} · {format_memory(gpu.memory_free)} free"
+                                         f"{utilization}")
+        return labels
+
+    @work(thread=True, exclusive=True, group="gpus")
+    def _read_gpus(self) -> None:
+        self.app.call_from_thread(self._gpus_found, self._gpu_labels())
+
+    def _gpus_found(self, labels: dict[str, str]) -> None:
+        """The GPUs' new figures: the list follows, unless it is open (it would close under the user)."""
+        if labels and self.is_current:
+            self.gpu_timer.resume()
+        if self.query_one("#input-device", Select).expanded:
+            return
+        if labels != self.device_labels:
+            self.device_labels = labels
+            self._set_devices([*self.devices, *(d for d in labels if d not in self.devices)], relabel=True)
+
+    def _device_options(self) -> list[tuple[Text, str]]:
+        """The device list: each name, and for a GPU its model, free memory and utilisation. Plain text:
+        a GPU's name is not markup."""
+        return [(Text(f"{d} · {self.device_labels[d]}" if d in self.device_labels else d), d) for d in self.devices]
+
+    def _set_devices(self, devices: list[str], relabel: bool = False) -> None:
         """New choices, the same value: quietly, so a mark on the field (no CUDA here) stays."""
-        if devices == self.devices:
+        if devices == self.devices and not relabel:
             return
         select = self.query_one("#input-device", Select)
         current = select.value
         self.devices = devices
         with self.prevent(Select.Changed):
-            select.set_options([(d, d) for d in devices])
+            select.set_options(self._device_options())
             select.value = current
 

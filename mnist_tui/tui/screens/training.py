@@ -6,6 +6,7 @@ and redraws once inside `batch_update()`, whatever the training speed.
 
 from __future__ import annotations
 
+import os
 import time
 
 from textual.app import ComposeResult
@@ -16,6 +17,7 @@ from textual.events import Key
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 
+from mnist_tui import telemetry
 from mnist_tui.events import (
     BatchProgress,
     CheckpointSaved,
@@ -29,11 +31,18 @@ from mnist_tui.events import (
 )
 from mnist_tui.reporting import format_duration
 from mnist_tui.session import TrainingSession
+from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
+from mnist_tui.tui.widgets.telemetry import DeviceStrip
 
 STOP_CONFIRM_SECONDS = 3.0
 """How long after a first `s` a second one stops the run."""
+
+
+def _bare_uuid(uuid: str) -> str:
+    """A GPU's UUID without NVML's `GPU-` prefix, which torch's `device_properties.uuid` leaves out."""
+    return uuid.removeprefix("GPU-")
 
 
 class TrainingScreen(Screen[None]):
@@ -73,6 +82,13 @@ class TrainingScreen(Screen[None]):
         self.awaiting: str | None = None
         """"pause" or "stop" while the trainer has been asked to and has not yet: its toast goes when it has."""
         self.description = "No run yet: set one up on Settings (F2) and press F5."
+        self.device = ""
+        """The live run's device as its trainer named it ("cuda:0", "cpu"); "" until it has started."""
+        self.device_uuid = ""
+        """Its GPU's UUID, recorded by the trainer or found from its ordinal; "" off a GPU or while unknown."""
+        self.sampler: TelemetrySampler | None = None
+        """Reads the hardware on its own thread while a run is live; the strip shows its latest reading."""
+        self.shown_reading: TelemetrySnapshot | None = None
 
     @property
     def active(self) -> bool:
@@ -91,6 +107,7 @@ class TrainingScreen(Screen[None]):
                 yield ProgressBar(id="epoch-bar", total=1, show_eta=False)
                 yield Static("", id="epoch-eta", classes="eta")
             yield Static("", id="run-stats")
+            yield DeviceStrip(id="device-strip")
         with Horizontal(id="charts"):
             yield LossChart(id="loss-chart")
             yield AccuracyChart(id="accuracy-chart")
@@ -100,6 +117,9 @@ class TrainingScreen(Screen[None]):
     def on_mount(self) -> None:
         self.set_interval(self.refresh_seconds, self.drain)
         self.query_one("#run-log", RichLog).can_focus = False
+
+    def on_unmount(self) -> None:
+        self._stop_sampler()
 
     def follow(self, session: TrainingSession) -> None:
         """Reset the panel for a run; its whole history replays from the event log."""
@@ -117,11 +137,14 @@ class TrainingScreen(Screen[None]):
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
         self.last_epoch_throughput = 0.0
         self.stop_confirm_until, self.awaiting = 0.0, None
+        self.device = self.device_uuid = ""
+        self._stop_sampler()
         self.description = description
         if self.is_mounted:
             self.query_one(LossChart).clear()
             self.query_one(AccuracyChart).clear()
             self.query_one(RichLog).clear()
+            self.query_one(DeviceStrip).display = False
             self.redraw()
 
     # Events -----------------------------------------------------------------------------------------
@@ -134,7 +157,8 @@ class TrainingScreen(Screen[None]):
     def drain(self) -> None:
         """Fold every pending event into the panel's state and redraw once; replot a chart, which costs far
         more to draw than the rest, only when its data changed and at most every `chart_seconds` while
-        the run is live."""
+        the run is live. The device strip shows the sampler's latest reading, if it is new."""
+        self._show_telemetry()
         if not self.pending and not self.charts_stale:
             return
         try:
@@ -150,6 +174,7 @@ class TrainingScreen(Screen[None]):
                     self.apply(event, log, loss_chart, accuracy_chart, replayed)
                 if self.state != was_state:
                     self.refresh_bindings()  # the footer's pause, resume and stop follow the state
+                self._follow_device()
                 self.redraw()
             now = time.monotonic()
             self.charts_stale = loss_chart.stale or accuracy_chart.stale
@@ -170,6 +195,8 @@ class TrainingScreen(Screen[None]):
             self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
             self.batch_size = config["batch_size"]
             self.epoch = event.start_epoch
+            # Read from a log that may be damaged: strings, whatever it holds.
+            self.device, self.device_uuid = str(event.device), _bare_uuid(str(event.device_uuid or ""))
             self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
                                 f"{event.device_name} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
@@ -267,6 +294,62 @@ class TrainingScreen(Screen[None]):
         self.query_one("#run-stats", Static).update(
             # Short words, so the usual run's line fits 80 columns.
             f"{state} · {speed} img/s · training {format_duration(trained)} · lr {lr} · {best}")
+
+    # Telemetry --------------------------------------------------------------------------------------
+
+    def _follow_device(self) -> None:
+        """Sample the hardware while the run is live and has said what it trains on; stop when it ends."""
+        live = self.active and bool(self.device)
+        strip = self.query_one(DeviceStrip)
+        strip.display = live
+        if not live:
+            self._stop_sampler()
+        elif self.sampler is None:
+            # The trainer's pid, for its CPU and memory: its status.json names it once it has started.
+            pid = self.session.run.recorded_pid() if self.session is not None else 0
+            self.sampler = TelemetrySampler(pid=pid or None)
+            self.sampler.start()
+            strip.show_message(f"{self.device}: reading…")
+
+    def _stop_sampler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop(timeout=0)  # its thread ends after the reading it may be taking: no wait here
+            self.sampler = None
+        self.shown_reading = None
+
+    def _show_telemetry(self) -> None:
+        if self.sampler is None:
+            return
+        reading = self.sampler.latest()
+        if reading is None or reading is self.shown_reading:
+            return
+        self.shown_reading = reading
+        try:
+            strip = self.query_one(DeviceStrip)
+        except NoMatches:  # the app is closing and the screen is being taken apart
+            return
+        if not self.device.startswith("cuda"):
+            strip.show_cpu(self.device, reading.cpu, [r.cpu for r in self.sampler.history()])
+            return
+        gpu = self._run_gpu(reading)
+        if gpu is None:
+            strip.show_message(f"{self.device}: " + (reading.nvml_error or "not among the GPUs NVML sees"))
+            return
+        history = [g for r in self.sampler.history() for g in r.gpus if _bare_uuid(g.uuid) == self.device_uuid]
+        strip.show_gpu(gpu, history)
+
+    def _run_gpu(self, reading: TelemetrySnapshot) -> GpuSample | None:
+        """The run's GPU in a reading: by the UUID the trainer recorded, else by its CUDA ordinal as this
+        process's CUDA_VISIBLE_DEVICES numbers the GPUs (the trainer inherits it when the dashboard starts
+        it), remembered as a UUID from then on."""
+        if not self.device_uuid:
+            ordinal = self.device.partition(":")[2] or "0"
+            gpu = telemetry.gpu_for_cuda_ordinal(int(ordinal), reading.gpus, os.environ) \
+                if ordinal.isdigit() else None
+            if gpu is None or not gpu.uuid:
+                return gpu
+            self.device_uuid = _bare_uuid(gpu.uuid)
+        return next((gpu for gpu in reading.gpus if _bare_uuid(gpu.uuid) == self.device_uuid), None)
 
     def _remaining(self, done: int) -> tuple[float | None, float | None]:
         """Seconds left in the epoch and the run, from this epoch's throughput once a tenth of it is done,
