@@ -140,6 +140,9 @@ def make_app(args: argparse.Namespace | None = None, attach: RunDir | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # cuda:N numbers GPUs as nvidia-smi and NVML do (CUDA's own default puts the fastest first), so the
+    # device list, telemetry and `--device cuda:N` agree; CUDA_VISIBLE_DEVICES still applies on top.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     try:
         words = list(sys.argv[1:] if argv is None else argv)
         args, extra = build_parser().parse_known_args(words)

@@ -168,7 +168,7 @@ def apply_precision(precision: str) -> None:
     mode = "tf32" if precision == "tf32" else "ieee"
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch 2.9 and newer
         torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode
+        torch.backends.cudnn.conv.fp32_precision = mode  # type: ignore[attr-defined]
     else:
         torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
         torch.backends.cudnn.allow_tf32 = mode == "tf32"
