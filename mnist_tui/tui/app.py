@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from textual import work
@@ -14,7 +15,7 @@ from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.screen import Screen
 
-from mnist_tui.config import ConfigError, TrainConfig
+from mnist_tui.config import PRESETS, ConfigError, TrainConfig
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.screens.dialogs import quit_dialog
@@ -227,3 +228,9 @@ class MnistTuiApp(App[None]):
         yield SystemCommand("Pause or resume the run", "p on Training",
                             lambda: self.training_screen.run_action("toggle_pause"))
         yield SystemCommand("Stop the run", "s on Training, twice; saves a checkpoint", self._ask_to_stop)
+        for preset in PRESETS.values():
+            yield SystemCommand(f"Preset: {preset.name}", preset.summary, partial(self._load_preset, preset.name))
+
+    async def _load_preset(self, name: str) -> None:
+        await self.show_screen("settings")
+        await self.named_screen("settings").run_action(f"preset({name!r})")

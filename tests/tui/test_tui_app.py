@@ -103,7 +103,7 @@ async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_pat
 
         # Past the last field, the side panel's controls say what Enter on them does.
         app.screen.query_one("#input-num_threads", Input).focus()
-        await pilot.press("tab", "tab", "tab", "tab")
+        await pilot.press("tab", "tab", "tab", "tab", "tab")
         assert app.focused is not None and app.focused.id == "start"
         assert "start a run with these settings" in str(app.screen.query_one("#help-text", Static).render())
 

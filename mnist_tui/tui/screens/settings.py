@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import fields
@@ -15,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
 
@@ -22,6 +24,7 @@ from mnist_tui import telemetry
 from mnist_tui.config import (
     CHOICES,
     FIELD_TYPES,
+    PRESETS,
     ConfigError,
     TrainConfig,
     check_value,
@@ -35,10 +38,6 @@ from mnist_tui.reporting import format_memory, short_gpu_name
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
-PRESETS: dict[str, TrainConfig] = {
-    "tutorial": TrainConfig.defaults_for("mlp"),
-    "fast-cnn": TrainConfig.defaults_for("cnn"),
-}
 BASE_DEVICES = ("auto", "cpu", "cuda", "mps")
 GPU_REFRESH_SECONDS = 2.0
 """How often the device list's free memory and utilisation are read again while the pane is shown."""
@@ -66,6 +65,8 @@ SIDE_HELP = {
     "save": "[b]Save[/b] (Enter, or ctrl+s anywhere): write the form to the settings file.",
     "load": "[b]Load[/b] (Enter, or ctrl+o anywhere): fill the form from the settings file.",
     "start": "[b]Start training[/b] (Enter, or F5 anywhere): start a run with these settings.",
+    "preset": "[b]preset[/b]: fill the form from a named starting point, as [b]train --preset NAME[/b] does: "
+              + ", ".join(PRESETS) + " (ctrl+t: tutorial, ctrl+n: cnn).",
 }
 """What the side panel's controls do, shown when one has the focus, as each field's help is."""
 
@@ -76,7 +77,7 @@ class SettingsScreen(Screen[None]):
     BINDINGS = [
         Binding("f5", "start", "Start", tooltip="training with these settings"),
         Binding("ctrl+t", "preset('tutorial')", "Tutorial", tooltip="preset: the MLP, as the tutorial trains it"),
-        Binding("ctrl+n", "preset('fast-cnn')", "CNN", tooltip="preset: the small convnet, 3 epochs to 99.3%"),
+        Binding("ctrl+n", "preset('cnn')", "CNN", tooltip="preset: the small convnet, 3 epochs to 99.4%"),
         Binding("ctrl+s", "save", "Save", tooltip="the settings to the file named in the side panel"),
         Binding("ctrl+o", "load", "Load", tooltip="the settings from the file named in the side panel"),
     ]
@@ -101,6 +102,7 @@ class SettingsScreen(Screen[None]):
                             yield self._control(f.name, f.default)
                         yield Static("", classes="field-error")
             with Vertical(id="settings-side"):
+                yield Select([(name, name) for name in PRESETS], prompt="Preset…", id="preset", compact=True)
                 yield Static("", id="help-text")
                 yield Static("Device: probing…", id="device-status")
                 yield Static("", id="dataset-status")
@@ -269,8 +271,16 @@ class SettingsScreen(Screen[None]):
         self.app.start_run(config)  # type: ignore[attr-defined]
 
     def action_preset(self, name: str) -> None:
-        self.load_values(PRESETS[name])
-        self.notify(f"Loaded the {name} preset.")
+        preset = PRESETS[name]
+        self.load_values(preset.config())
+        with self.prevent(Select.Changed):
+            self.query_one("#preset", Select).value = name
+        self.notify(f"{preset.summary}.", title=f"Loaded the {name} preset")
+
+    @on(Select.Changed, "#preset")
+    def preset_chosen(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.action_preset(event.value)
 
     def _settings_path(self) -> Path:
         return expand_path(self.query_one("#settings-file", Input).value.strip() or "mnist-tui.toml")
@@ -335,9 +345,8 @@ class SettingsScreen(Screen[None]):
         gpus = self._gpu_labels()
         self.app.call_from_thread(self._gpus_found, gpus)
         if gpus:
-            self.app.call_from_thread(self.query_one("#device-status", Static).update,
-                                      f"Device: {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} found; "
-                                      "checking what auto picks…")
+            found = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}"
+            self.app.call_from_thread(self._show_device_status, f"Device: {found} found; checking what auto picks…")
         device = resolve_device("auto")
         extra = []
         import torch
@@ -347,9 +356,14 @@ class SettingsScreen(Screen[None]):
         text = f"Device: auto → [b]{device}[/b], {describe_device(device)}"
         self.app.call_from_thread(self._devices_found, text, extra)
 
+    def _show_device_status(self, text: str) -> None:
+        with contextlib.suppress(NoMatches):  # the probe can outlive the screen's widgets when the app quits
+            self.query_one("#device-status", Static).update(text)
+
     def _devices_found(self, text: str, extra: list[str]) -> None:
-        self.query_one("#device-status", Static).update(text)
-        self._set_devices([*self.devices, *(d for d in extra if d not in self.devices)])
+        with contextlib.suppress(NoMatches):  # as above
+            self.query_one("#device-status", Static).update(text)
+            self._set_devices([*self.devices, *(d for d in extra if d not in self.devices)])
 
     @staticmethod
     def _gpu_labels() -> dict[str, str]:
@@ -369,9 +383,13 @@ class SettingsScreen(Screen[None]):
 
     def _gpus_found(self, labels: dict[str, str]) -> None:
         """The GPUs' new figures: the list follows, unless it is open (it would close under the user)."""
+        try:
+            expanded = self.query_one("#input-device", Select).expanded
+        except NoMatches:  # the app is quitting: the screen's widgets are gone
+            return
         if labels and self.is_current:
             self.gpu_timer.resume()
-        if self.query_one("#input-device", Select).expanded:
+        if expanded:
             return
         if labels != self.device_labels:
             self.device_labels = labels

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -29,7 +30,7 @@ from mnist_tui.events import (
     RunResumed,
     RunStarted,
 )
-from mnist_tui.reporting import format_duration
+from mnist_tui.reporting import format_duration, format_gpu_memory
 from mnist_tui.session import TrainingSession
 from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
@@ -200,7 +201,10 @@ class TrainingScreen(Screen[None]):
             self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
                                 f"{event.device_name} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
+                      f"{escape(str(config.get('precision', 'fp32')))}, "
                       f"{event.train_size:,} train / {event.val_size:,} {event.val_source}")
+            if event.note:
+                log.write(f"[yellow]note: {escape(str(event.note))}[/]")
         elif isinstance(event, BatchProgress):
             self.epoch, self.step = event.epoch, event.step
             self.samples_per_second, self.lr, self.epoch_elapsed = event.samples_per_second, event.lr, event.elapsed
@@ -226,6 +230,8 @@ class TrainingScreen(Screen[None]):
                       f"loss {event.train_loss:.4f} (val {event.val_loss:.4f})  "
                       f"acc {event.train_accuracy:.2%} (val {event.val_accuracy:.2%})  "
                       f"{event.epoch_seconds:.1f}s{mark}")
+            if event.gpu_memory_peak is not None:
+                log.write(f"[dim]gpu memory: {format_gpu_memory(event)} (peak allocated/reserved)[/]")
         elif isinstance(event, CheckpointSaved):
             log.write(f"[dim]saved {event.kind}.pt (epoch {event.position})[/]")
         elif isinstance(event, RunPaused):
