@@ -123,7 +123,7 @@ class SettingsScreen(Screen[None]):
         if name == "device":
             return Select(self._device_options(), value=default, allow_blank=False, id=control_id, compact=True)
         if FIELD_TYPES.get(name) is bool:
-            return TickBox("shifts and rotations", value=default, id=control_id, compact=True)
+            return TickBox("shifts, rotations", value=default, id=control_id, compact=True)
         return Input(str(default), id=control_id, compact=True)
 
     def on_mount(self) -> None:
