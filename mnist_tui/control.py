@@ -37,6 +37,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def read_json_table(path: Path) -> dict[str, Any]:
+    """A small JSON file that should hold a table, or {} when it cannot be used: missing or unreadable,
+    not UTF-8 (a UnicodeDecodeError is a ValueError, as a JSONDecodeError is), nested deeper than the
+    parser goes, or valid JSON that is not a table. Run folders are written by other processes and may be
+    damaged or edited by hand; nothing read from one may stop whoever reads it."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class RunControl:
     """Pause, resume and stop requests for a running `train`, safe to call from any thread.
 
@@ -79,10 +91,7 @@ class FileControl(RunControl):
     def poll(self) -> None:
         """Read the file each time: it states what the run should be doing, so reading it again is
         harmless, and no change is missed on a file system with coarse timestamps."""
-        try:
-            command = json.loads(self._path.read_text(encoding="utf-8")).get("command")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            return
+        command = read_json_table(self._path).get("command")
         if command == "pause":
             self.pause()
         elif command == "run":

@@ -197,7 +197,10 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
         table.add_row(s.run_id, styled_status(s.status), s.model, s.dataset,
                       f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy), format_duration(s.duration))
     console.print(table)
-    # Why the failed and unreadable ones are so, which the table has no room for.
+    # Why the failed and unreadable ones are so, and damage in a log, which the table has no room for.
     for s in summaries:
         if s.message:
-            console.print(f"{s.run_id}: {escape(s.message)}", style="red", highlight=False)
+            console.print(f"{escape(s.run_id)}: {escape(s.message)}", style="red", highlight=False)
+        if s.skipped_lines:
+            console.print(f"{escape(s.run_id)}: {s.skipped_note} in {escape(str(s.path / 'events.jsonl'))}",
+                          style="yellow", highlight=False)

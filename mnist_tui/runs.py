@@ -15,7 +15,6 @@ later) is reported as `crashed`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import time
@@ -25,9 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from mnist_tui.config import ConfigError, TrainConfig, load_config
-from mnist_tui.control import write_json_atomic
+from mnist_tui.control import read_json_table, write_json_atomic
 from mnist_tui.data import dataset_present
-from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunStarted, dumps, from_json
+from mnist_tui.events import (
+    BatchProgress,
+    EpochEnded,
+    Event,
+    EventError,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    dumps,
+    parse_line,
+)
 
 RUNS_DIR_ENV = "MNIST_TUI_RUNS"
 DEFAULT_RUNS_DIR = Path("runs")
@@ -35,7 +44,7 @@ ACTIVE_STATUSES = ("starting", "running", "paused")
 RESUMABLE_STATUSES = ("stopped", "failed", "crashed")
 """A run in one of these can go on from its last.pt; an active one already is, a completed one is done, and
 one whose status cannot be read might still be training."""
-PROGRESS_LINE_START = f'{{"event":"{BatchProgress.name}",'
+PROGRESS_LINE_START = f'{{"event":"{BatchProgress.name}",'.encode()
 """How a batch progress line begins in the log: `dumps` writes the event's name first, without spaces."""
 
 
@@ -77,6 +86,14 @@ def _proc_stat_fields(pid: int) -> list[bytes] | None:
         return None
 
 
+@dataclass
+class EventLog:
+    """What an event log holds: its valid events in order, and how many lines were not valid events."""
+
+    events: list[Event]
+    skipped: int
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -115,24 +132,35 @@ class RunDir:
             stream.write(line)
 
     def read_events(self, *, progress: bool = True) -> list[Event]:
-        """The events logged so far. A last line without its newline is still being written and is left
-        for the next read; a line that does not parse (cut short by a crash, edited by hand) is skipped,
-        as the dashboard does, rather than costing the run its whole history.
+        """The events logged so far (see `read_log`)."""
+        return self.read_log(progress=progress).events
+
+    def read_log(self, *, progress: bool = True, complete: bool = False) -> EventLog:
+        """The events logged so far, and how many lines were skipped. A last line without its newline is
+        still being written and is left for the next read, unless `complete` (its trainer is gone, so the
+        line never will be whole). A line that is not a valid event (cut short by a crash, edited by hand,
+        the wrong types) is skipped and counted, as the dashboard does, rather than costing the run its
+        whole history.
 
         Without `progress`, batch progress lines (ten a second, nearly all of a long run's log) are passed
-        over unparsed: summaries need only the starts, epochs and ends, and the Runs screen re-reads the
-        logs every two seconds while a run trains."""
-        if not self.events_path.exists():
-            return []
-        events = []
-        for line in self.events_path.read_text(encoding="utf-8", errors="replace").split("\n")[:-1]:
+        over unparsed, so neither checked nor counted: summaries need only the starts, epochs and ends, and
+        the Runs screen re-reads the logs every two seconds while a run trains."""
+        try:
+            data = self.events_path.read_bytes()
+        except FileNotFoundError:
+            return EventLog([], 0)
+        lines = data.split(b"\n")
+        if not complete or not lines[-1]:
+            lines.pop()
+        log = EventLog([], 0)
+        for line in filter(bytes.strip, lines):  # an empty line ends one a killed trainer cut short
             if not progress and line.startswith(PROGRESS_LINE_START):
                 continue
             try:
-                events.append(from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError):
-                continue
-        return events
+                log.events.append(parse_line(line))
+            except EventError:
+                log.skipped += 1
+        return log
 
     def data_root(self, dataset: str) -> Path | None:
         """The data root the run last trained from, if it still holds `dataset`: a resume that finds its
@@ -150,11 +178,9 @@ class RunDir:
             "updated": dt.datetime.now().isoformat(timespec="seconds")})
 
     def _status_record(self) -> dict[str, Any]:
-        try:
-            data = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        """status.json as a table, or {} if it is missing, unreadable or not one: bytes that are not UTF-8
+        or nesting too deep to parse are as unreadable as malformed JSON (see `read_json_table`)."""
+        return read_json_table(self.path / "status.json")
 
     def recorded_pid(self) -> int:
         """The pid of the process that last wrote the status, or 0."""
@@ -230,17 +256,31 @@ class RunSummary:
     message: str = ""
     val_accuracies: list[float] = field(default_factory=list)
     """Validation accuracy of each epoch, for comparing runs' curves."""
+    skipped_lines: int = 0
+    """Lines of its event log that are not valid events (progress reports not counted: not read)."""
+
+    @property
+    def skipped_note(self) -> str:
+        """What the CLI and the Runs screen say of its damaged log lines, or ""."""
+        return skipped_note(self.skipped_lines)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "path": str(self.path), "status": self.status, "model": self.model,
                 "dataset": self.dataset, "epochs_done": self.epochs_done, "epochs": self.epochs,
                 "best_val_accuracy": self.best_val_accuracy, "duration": self.duration, "message": self.message,
-                "val_accuracies": self.val_accuracies}
+                "val_accuracies": self.val_accuracies, "skipped_lines": self.skipped_lines}
+
+
+def skipped_note(count: int) -> str:
+    """`2 unreadable lines skipped`, said the same by every front-end; "" for none."""
+    return f"{count} unreadable line{'s' if count != 1 else ''} skipped" if count else ""
 
 
 def summarize(run: RunDir) -> RunSummary:
     config = run.config()
-    events = run.read_events(progress=False)
+    status = run.status()
+    log = run.read_log(progress=False, complete=status not in ACTIVE_STATUSES)
+    events = log.events
     epochs = [e for e in events if isinstance(e, EpochEnded)]
     # A resumed run's log holds one session after another; the last one that began training counts. (A
     # resume that failed before it began, say for want of data, leaves the run's time as it was.)
@@ -248,7 +288,6 @@ def summarize(run: RunDir) -> RunSummary:
     session = events[events.index(started):] if started is not None else events
     finished = next((e for e in reversed(session) if isinstance(e, RunFinished | RunFailed)), None)
     trained = next((e for e in reversed(session) if isinstance(e, RunFinished)), None)
-    status = run.status()
     if trained is not None and status not in ACTIVE_STATUSES:
         duration: float | None = trained.duration
     elif started is None:
@@ -260,7 +299,7 @@ def summarize(run: RunDir) -> RunSummary:
     message = finished.message if isinstance(finished, RunFailed) else ""
     return RunSummary(run.run_id, run.path, status, config.model, config.dataset,
                       epochs[-1].epoch if epochs else 0, config.epochs, best, duration, message,
-                      [e.val_accuracy for e in epochs])
+                      [e.val_accuracy for e in epochs], log.skipped)
 
 
 def iter_runs(runs_root: Path) -> Iterator[RunDir]:

@@ -9,7 +9,6 @@ steers through the run's control file, so it works the same for a run it started
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mnist_tui.config import TrainConfig
-from mnist_tui.events import TERMINAL_EVENTS, Event, RunFailed, from_json
+from mnist_tui.events import TERMINAL_EVENTS, Event, EventError, RunFailed, parse_line
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run
 
 POLL_SECONDS = 0.1
@@ -52,6 +51,8 @@ class TrainingSession:
         """A resumed run's status before its trainer was spawned: the run's again if the trainer refuses."""
         self.replaying = False
         """True while `events()` yields what the log held when following began: history, not news."""
+        self.skipped_lines = 0
+        """Lines of the log read so far that are not valid events, skipped (see `skipped_note`)."""
 
     @classmethod
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
@@ -119,10 +120,14 @@ class TrainingSession:
             self.replaying, first_poll = first_poll, False
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
-            for line in lines:
+            if exit_code is not None and not chunk and pending:  # its trainer is gone: it stays cut short
+                lines.append(pending)
+                pending = b""
+            for line in filter(bytes.strip, lines):  # an empty line is the end of one cut short before
                 try:
-                    event = from_json(json.loads(line))
-                except (ValueError, KeyError, TypeError):
+                    event = parse_line(line)
+                except EventError:
+                    self.skipped_lines += 1
                     continue
                 ended = isinstance(event, TERMINAL_EVENTS) and offset > self.log_offset
                 yield event

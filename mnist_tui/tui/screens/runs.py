@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -113,8 +114,9 @@ class RunsScreen(Screen[None]):
     def highlighted(self) -> None:
         run = self.selected()
         if run is not None:
-            note = f" · [red]{run.message}[/]" if run.message else ""
-            self.query_one("#runs-detail", Static).update(f"{run.path}{note}")
+            note = f" · [red]{escape(run.message)}[/]" if run.message else ""
+            skipped = f" · [yellow]{run.skipped_note}[/]" if run.skipped_lines else ""
+            self.query_one("#runs-detail", Static).update(f"{escape(str(run.path))}{note}{skipped}")
         self._redraw_chart()
 
     def _redraw_chart(self) -> None:

@@ -28,6 +28,7 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.reporting import format_duration
+from mnist_tui.runs import skipped_note
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
@@ -73,6 +74,8 @@ class TrainingScreen(Screen[None]):
         self.awaiting: str | None = None
         """"pause" or "stop" while the trainer has been asked to and has not yet: its toast goes when it has."""
         self.description = "No run yet: set one up on Settings (F2) and press F5."
+        self.skipped_shown = 0
+        """Unreadable log lines the panel has told of: it says so again when more are skipped."""
 
     @property
     def active(self) -> bool:
@@ -117,6 +120,7 @@ class TrainingScreen(Screen[None]):
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
         self.last_epoch_throughput = 0.0
         self.stop_confirm_until, self.awaiting = 0.0, None
+        self.skipped_shown = 0
         self.description = description
         if self.is_mounted:
             self.query_one(LossChart).clear()
@@ -135,7 +139,8 @@ class TrainingScreen(Screen[None]):
         """Fold every pending event into the panel's state and redraw once; replot a chart, which costs far
         more to draw than the rest, only when its data changed and at most every `chart_seconds` while
         the run is live."""
-        if not self.pending and not self.charts_stale:
+        skipped = self.session.skipped_lines if self.session is not None else 0
+        if not self.pending and not self.charts_stale and skipped == self.skipped_shown:
             return
         try:
             loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
@@ -151,6 +156,9 @@ class TrainingScreen(Screen[None]):
                 if self.state != was_state:
                     self.refresh_bindings()  # the footer's pause, resume and stop follow the state
                 self.redraw()
+            if skipped != self.skipped_shown:
+                self.skipped_shown = skipped
+                self.query_one(RichLog).write(f"[yellow]{skipped_note(skipped)} in events.jsonl[/]")
             now = time.monotonic()
             self.charts_stale = loss_chart.stale or accuracy_chart.stale
             if self.charts_stale and (now - self.charted_at >= self.chart_seconds or not self.active):
