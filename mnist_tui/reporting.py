@@ -45,7 +45,7 @@ STATUS_STYLE = {"completed": "green", "running": "cyan", "starting": "cyan", "pa
 
 def styled_status(status: str) -> str:
     """A run status as Rich markup, coloured the same in the CLI and the dashboard."""
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+    return f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -122,15 +122,16 @@ class ConsoleReporter:
             else:
                 self.console.print(f"[{colour}]{event.status}[/] in {took}, before its first epoch ended; "
                                    "last.pt keeps where it got to")
-            self.console.print(f"run folder: {event.run_dir}")
+            self.console.print(f"run folder: {escape(event.run_dir)}")
         elif isinstance(event, RunFailed):
             self.close()  # the CLI says why on stderr
 
     def _started(self, event: RunStarted) -> None:
         self.steps = event.steps_per_epoch
         self.console.print(
-            f"run {event.run_id}: {self.config.model} ({event.parameters:,} parameters) on {self.config.dataset}, "
-            f"{event.device_name}; {event.train_size:,} training images, validating on {event.val_source} "
+            f"run {escape(event.run_id)}: {self.config.model} ({event.parameters:,} parameters) on "
+            f"{self.config.dataset}, {escape(event.device_name)}; {event.train_size:,} training images, validating on "
+            f"{escape(event.val_source)} "
             f"({event.val_size:,})")
         self.console.print("[bold]" + "{:>9} {:>10} {:>9} {:>9} {:>8}   {:>9} {:>7} {:>10}".format(*self.COLUMNS))
         self.progress.start()
@@ -151,7 +152,7 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
 
     console = console or Console(soft_wrap=True)
     note = f" ({BARE_STATE_DICT_NOTE})" if checkpoint.bare_state_dict else ""
-    console.print(f"[bold]{result.checkpoint}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
+    console.print(f"[bold]{escape(result.checkpoint)}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
                   f"({result.samples:,} images){note}")
     console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
                   f"({result.samples - len(result.mistakes):,}/{result.samples:,})   {result.seconds:.2f}s")
@@ -194,7 +195,7 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
     for column in ("status", "model", "dataset", "epochs", "best acc", "duration"):
         table.add_column(column)
     for s in summaries:
-        table.add_row(s.run_id, styled_status(s.status), s.model, s.dataset,
+        table.add_row(escape(s.run_id), styled_status(s.status), escape(s.model), escape(s.dataset),
                       f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy), format_duration(s.duration))
     console.print(table)
     # Why the failed and unreadable ones are so, and damage in a log, which the table has no room for.

@@ -55,9 +55,12 @@ OUT_OF_RANGE = (
 """Event lines of the right types whose values cannot be (or are not events at all)."""
 
 
-def finished_run(runs_dir: Path, status: str = "completed") -> RunDir:
-    """A run folder as a trainer that has exited leaves it: config, the whole event log, its status."""
+def finished_run(runs_dir: Path, status: str = "completed", name: str = "") -> RunDir:
+    """A run folder as a trainer that has exited leaves it: config, the whole event log, its status; named
+    `name` rather than a generated id, if given."""
     run = create_run(runs_dir, small_config(epochs=2))
+    if name:
+        run = RunDir(run.path.rename(runs_dir / name))
     for event in run_events(str(run.path)):
         run.append_event(event)
     run.set_status(status, pid=dead_pid())

@@ -13,11 +13,11 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
+from mnist_tui.tui.markup import escape
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog
 from mnist_tui.tui.widgets.digit import DigitImage
@@ -159,12 +159,12 @@ class EvaluationScreen(Screen[None]):
         for item in found:
             if isinstance(item, tuple):
                 path, _ = item
-                table.add_row(path.parent.name, path.name, "", "", "", Text("unreadable", style="red"), "")
+                table.add_row(Text(path.parent.name), Text(path.name), "", "", "", Text("unreadable", style="red"), "")
             else:
                 path = item.path
                 accuracy = "-" if item.val_accuracy is None else f"{item.val_accuracy:.2%}"
-                table.add_row(item.run_id, item.kind, item.position, item.model, item.dataset, accuracy,
-                              local_time(item.created))
+                table.add_row(Text(item.run_id), item.kind, item.position, item.model, item.dataset, accuracy,
+                              Text(local_time(item.created)))
             self.paths.append(path)
         if self.result is None and self.current is None:  # nothing evaluated: say what to do
             self.query_one("#eval-summary", Static).update(
@@ -227,7 +227,7 @@ class EvaluationScreen(Screen[None]):
             try:
                 load_checkpoint(path)  # refuses at once, with the folder's checkpoints if it is one
             except CheckpointError as error:
-                self.notify(str(error), title="Cannot evaluate", severity="error", timeout=8)
+                self.notify(escape(error), title="Cannot evaluate", severity="error", timeout=8)
                 return
         self.current = path
         self._select(path)
@@ -269,7 +269,7 @@ class EvaluationScreen(Screen[None]):
 
     def _show_error(self, message: str) -> None:
         self.query_one("#eval-progress").display = False
-        self.notify(message, title="Cannot evaluate", severity="error", timeout=8)
+        self.notify(escape(message), title="Cannot evaluate", severity="error", timeout=8)
         if self.shown is None:
             self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
             return

@@ -30,6 +30,7 @@ from mnist_tui.events import (
 from mnist_tui.reporting import format_duration
 from mnist_tui.runs import skipped_note
 from mnist_tui.session import TrainingSession
+from mnist_tui.tui.markup import escape
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
@@ -106,7 +107,7 @@ class TrainingScreen(Screen[None]):
 
     def follow(self, session: TrainingSession) -> None:
         """Reset the panel for a run; its whole history replays from the event log."""
-        self._reset(session, "starting", f"Starting run {session.run.run_id}…")
+        self._reset(session, "starting", f"Starting run {escape(session.run.run_id)}…")
 
     def forget(self, description: str) -> None:
         """Empty the panel (its run was deleted), saying why."""
@@ -178,10 +179,10 @@ class TrainingScreen(Screen[None]):
             self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
             self.batch_size = config["batch_size"]
             self.epoch = event.start_epoch
-            self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
-                                f"{event.device_name} · {event.parameters:,} params")
+            self.description = (f"[b]{escape(event.run_id)}[/b]  {config['model']} on {config['dataset']} · "
+                                f"{escape(event.device_name)} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
-                      f"{event.train_size:,} train / {event.val_size:,} {event.val_source}")
+                      f"{event.train_size:,} train / {event.val_size:,} {escape(event.val_source)}")
         elif isinstance(event, BatchProgress):
             self.epoch, self.step = event.epoch, event.step
             self.samples_per_second, self.lr, self.epoch_elapsed = event.samples_per_second, event.lr, event.elapsed
@@ -208,7 +209,7 @@ class TrainingScreen(Screen[None]):
                       f"acc {event.train_accuracy:.2%} (val {event.val_accuracy:.2%})  "
                       f"{event.epoch_seconds:.1f}s{mark}")
         elif isinstance(event, CheckpointSaved):
-            log.write(f"[dim]saved {event.kind}.pt (epoch {event.position})[/]")
+            log.write(f"[dim]saved {escape(event.kind)}.pt (epoch {event.position})[/]")
         elif isinstance(event, RunPaused):
             self.state = "paused"
             self._answered("pause")
@@ -228,14 +229,14 @@ class TrainingScreen(Screen[None]):
                       f"Press [b]e[/b] to evaluate {evaluate}.")
         elif isinstance(event, RunFailed):
             if not self.steps and self.session is not None:  # no RunStarted: it never began training
-                self.description = f"[b]{self.session.run.run_id}[/b] failed before training began"
+                self.description = f"[b]{escape(self.session.run.run_id)}[/b] failed before training began"
             # A trainer that died without a word is `crashed`, as Runs lists it; one that said why, `failed`.
             crashed = self.session is not None and self.session.run.status() == "crashed"
             self.state = "crashed" if crashed else "failed"
             self._answered("stop")
-            log.write(f"[red][b]failed:[/b] {event.message}[/]")
+            log.write(f"[red][b]failed:[/b] {escape(event.message)}[/]")
             if not replayed:
-                self.notify(event.message, title=f"Run {self.state}", severity="error", timeout=10)
+                self.notify(escape(event.message), title=f"Run {self.state}", severity="error", timeout=10)
 
     def _answered(self, request: str) -> None:
         """The trainer did what it was asked: the "Pausing…" or "Stopping…" toast has said its piece."""
@@ -312,7 +313,7 @@ class TrainingScreen(Screen[None]):
         if live is None:
             self.notify("No run is training.", severity="warning")
         else:
-            self.notify(f"This run has ended; run {live.run.run_id} is live: Enter on it in Runs (F6).",
+            self.notify(f"This run has ended; run {escape(live.run.run_id)} is live: Enter on it in Runs (F6).",
                         severity="warning")
 
     def action_toggle_pause(self, shown_as: str = "") -> None:
@@ -328,7 +329,7 @@ class TrainingScreen(Screen[None]):
                 self.awaiting = "pause"
                 self.notify("Pausing after the current batch…")
         except OSError as error:
-            self.notify(f"Cannot reach the run's folder: {error}", severity="error")
+            self.notify(f"Cannot reach the run's folder: {escape(error)}", severity="error")
 
     def action_stop(self) -> None:
         """Stop asks first: a second `s` within a few seconds confirms. The question is a toast, not a
@@ -348,7 +349,7 @@ class TrainingScreen(Screen[None]):
         try:
             self.session.stop()
         except OSError as error:
-            self.notify(f"Cannot reach the run's folder: {error}", severity="error")
+            self.notify(f"Cannot reach the run's folder: {escape(error)}", severity="error")
             return
         self.awaiting = "stop"
         self.notify("Stopping: saving last.pt…")
