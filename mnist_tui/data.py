@@ -139,6 +139,29 @@ def read_idx(path: Path) -> IdxFile:
     return IdxFile(path, split, kind, count, data)
 
 
+def check_pair(images: IdxFile, labels: IdxFile) -> None:
+    """Raises DatasetError unless a split's images and labels are as many, and more than none."""
+    if images.count != labels.count:
+        raise DatasetError(f"{images.path} holds {images.count} images but {labels.path} "
+                           f"holds {labels.count} labels")
+    if images.count == 0:
+        raise DatasetError(f"{images.path}: holds no images")
+
+
+def read_split(dataset: str, split: str, root: Path) -> tuple[IdxFile, IdxFile]:
+    """A split's images and labels from the data root, checked as `data import` checks them (headers,
+    28x28, labels 0-9, lengths, counts that match): a dataset put there by hand or by a download is no more
+    trusted than one imported.
+
+    Raises:
+        DatasetError: naming the file and what is wrong with it.
+    """
+    folder = raw_folder(dataset, root)
+    images, labels = (read_idx(folder / name) for name, (s, _) in IDX_FILES.items() if s == split)
+    check_pair(images, labels)
+    return images, labels
+
+
 def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = False) -> Path:
     """Check the four IDX files in `source` and lay them out where torchvision reads them.
 
@@ -160,13 +183,8 @@ def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = Fa
             raise DatasetError(f"{source}: missing {name} (or {name}.gz)")
         found[name] = read_idx(path)
     for split in ("train", "test"):
-        images, labels = (next(f for f in found.values() if f.split == split and f.kind == k)
-                          for k in ("images", "labels"))
-        if images.count != labels.count:
-            raise DatasetError(f"{images.path} holds {images.count} images but {labels.path} "
-                               f"holds {labels.count} labels")
-        if images.count == 0:
-            raise DatasetError(f"{images.path}: holds no images")
+        check_pair(*(next(f for f in found.values() if f.split == split and f.kind == k)
+                     for k in ("images", "labels")))
     target = raw_folder(dataset, root)
     differing = [name for name, idx in found.items() if (target / name).is_file()
                  and (target / name).read_bytes() != idx.data]
