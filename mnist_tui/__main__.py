@@ -219,7 +219,7 @@ def command_train(args: argparse.Namespace) -> int:
                              "only a stopped, failed or crashed run can be resumed")
         if args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
             raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
-        if not (run.path / "last.pt").exists():
+        if not os.path.lexists(run.path / "last.pt"):  # a link that leads nowhere is refused below, saying so
             raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "
                              "end and on a stop), so there is nothing to resume; start a new run instead")
         try:

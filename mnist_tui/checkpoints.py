@@ -25,7 +25,7 @@ from torch import nn
 from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
 from mnist_tui.control import temporary_beside
-from mnist_tui.data import first_line
+from mnist_tui.data import first_line, not_a_file
 from mnist_tui.events import saved_position
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
 
@@ -139,7 +139,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         hint = f"; its checkpoints: {', '.join(inside)}" if inside else ""
         raise CheckpointError(f"{path}: a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+        raise CheckpointError(f"{path}: {not_a_file(path)}")
     try:
         with warnings.catch_warnings():  # a plain pickle draws a two-line warning; the error below says it all
             warnings.simplefilter("ignore")

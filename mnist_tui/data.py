@@ -6,6 +6,7 @@ live in batches.py.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import tempfile
@@ -77,6 +78,21 @@ def first_line(error: Exception) -> str:
         end = line.rfind(". ", 0, 200)
         line = line[:end + 1] if end > 0 else line[:max(line.rfind(" ", 0, 199), 100)] + "…"
     return f"{type(error).__name__}: {line}".rstrip(": ")
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path`, which is not a regular file one can read, is not: `Path.exists` says False for a symlink
+    loop and for a broken link alike, and "no such file" would send a person looking for a file that is
+    there."""
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop (it links back to itself)"
+        if os.path.islink(path):
+            return f"a broken symlink (to {os.readlink(path)})"
+        return "no such file" if isinstance(error, FileNotFoundError) else f"cannot read it ({error.strerror})"
+    return "a folder, not a file" if path.is_dir() else "not a regular file"
 
 
 def require_dataset(dataset: str, root: Path, download: bool) -> None:

@@ -81,6 +81,12 @@ def cut_last_line(run: RunDir, keep: int = 20) -> None:
     run.events_path.write_bytes(data[:start + keep])
 
 
+def symlink_loop(path: Path) -> None:
+    """Replace `path` with a link to itself (`last.pt -> last.pt`)."""
+    path.unlink(missing_ok=True)
+    path.symlink_to(path.name)
+
+
 DAMAGES: dict[str, Callable[[RunDir], None]] = {
     "status.json not UTF-8": lambda run: (run.path / "status.json").write_bytes(NOT_UTF8),
     "status.json nested too deep": lambda run: (run.path / "status.json").write_bytes(DEEP),
@@ -97,5 +103,8 @@ DAMAGES: dict[str, Callable[[RunDir], None]] = {
     "events.jsonl cut short": cut_last_line,
     "events.jsonl missing": lambda run: run.events_path.unlink(),
     "trainer.log not UTF-8": lambda run: run.log_path.write_bytes(NOT_UTF8),
+    "last.pt a symlink loop": lambda run: symlink_loop(run.path / "last.pt"),
+    "status.json a symlink loop": lambda run: symlink_loop(run.path / "status.json"),
+    "events.jsonl a symlink loop": lambda run: symlink_loop(run.events_path),
 }
 """Each way a run folder is found damaged, by what it does to a finished run."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from rich.text import Text
@@ -151,7 +152,7 @@ class RunsScreen(Screen[None]):
         if run.status not in RESUMABLE_STATUSES:
             self.notify(f"Only a stopped, failed or crashed run can be resumed; this one is {escape(run.status)}.",
                         severity="warning")
-        elif not (run.path / "last.pt").is_file():
+        elif not os.path.lexists(run.path / "last.pt"):  # a broken one: the trainer says what is wrong
             self.notify("This run saved no checkpoint before it ended, so it cannot be resumed.", severity="warning")
         else:
             self.app.resume_run(RunDir(run.path))  # type: ignore[attr-defined]
