@@ -12,6 +12,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
@@ -27,7 +28,16 @@ from mnist_tui.config import (
     field_help,
     read_config_values,
 )
-from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, create_run, list_runs, resolve_runs_dir
+from mnist_tui.runs import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    RunDir,
+    RunLocked,
+    create_run,
+    hold_run,
+    list_runs,
+    resolve_runs_dir,
+)
 
 if TYPE_CHECKING:
     from mnist_tui.tui.app import MnistTuiApp
@@ -196,6 +206,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    """Train, resume or detach; the run's lock, once taken, is let go as this returns (and by the kernel,
+    however the process ends)."""
+    with ExitStack() as held:
+        return train_run(args, held)
+
+
+def take_run(run: RunDir, held: ExitStack) -> int:
+    """Lock `run` for this trainer until `held` closes (see runs.hold_run); a run another process trains is
+    a usage error naming that process."""
+    try:
+        lock = hold_run(run)
+    except RunLocked as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise Failure(f"cannot lock run {run.run_id} for training: {error}") from None
+    held.callback(os.close, lock)
+    return lock
+
+
+def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
     from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
     from mnist_tui.control import FileControl
@@ -209,6 +239,7 @@ def command_train(args: argparse.Namespace) -> int:
     data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
     if args.resume is not None:
         run = find_run(args.resume, args.runs_dir)
+        lock = take_run(run, held)  # before anything is read: the answers hold while it is held
         status = run.status()
         if status in ACTIVE_STATUSES and run.recorded_pid() != os.getpid():
             raise UsageError(f"run {run.run_id} is still {status}; attach to it with `mnist-tui attach`")
@@ -232,6 +263,7 @@ def command_train(args: argparse.Namespace) -> int:
         run.send("run")  # the stop that ended it must not end the continuation
     elif args.run_dir is not None:
         run = RunDir(args.run_dir)
+        lock = take_run(run, held)
         config = run_config(run)
     else:
         config = config_from_args(args)
@@ -247,8 +279,9 @@ def command_train(args: argparse.Namespace) -> int:
             run = create_run(resolve_runs_dir(args.runs_dir), config)
         except OSError as error:
             raise Failure(f"cannot create a run folder: {error}") from None
+        lock = take_run(run, held)
     if args.detach:
-        process = spawn_trainer(run, data_root, download, resume=resume is not None)
+        process = spawn_trainer(run, data_root, download, resume=resume is not None, lock=lock)
         print(run.run_id)
         print(f"training in the background (pid {process.pid}); follow it with `mnist-tui attach {run.run_id}`, "
               "list runs with `mnist-tui runs`", file=sys.stderr)

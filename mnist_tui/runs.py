@@ -6,6 +6,7 @@
         status.json     {"status": ..., "pid": ..., "pid_started": ..., "updated": ...}, rewritten atomically
         control.json    {"command": "run" | "pause" | "stop"}, written by whoever steers the run
         trainer.log     stderr of a trainer started in the background (tracebacks, if it crashed)
+        trainer.lock    locked (flock) by the run's one trainer for its life; holds its pid
         last.pt, best.pt
 
 A run whose status says `running` but whose process is gone (or whose pid now names a process that started
@@ -15,6 +16,7 @@ later) is reported as `crashed`.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import secrets
 import time
@@ -219,6 +221,83 @@ def _pid_of(record: dict[str, Any]) -> int:
         return int(record.get("pid") or 0)
     except (TypeError, ValueError):
         return 0
+
+
+class RunLocked(OSError):
+    """Another process trains the run: one trainer per run folder."""
+
+    def __init__(self, run: RunDir, pid: int) -> None:
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"run {run.run_id} is being trained by {holder}; follow it with "
+                         f"`mnist-tui attach {run.run_id}`")
+        self.pid = pid
+
+
+def hold_run(run: RunDir) -> int:
+    """Lock the run for this process's trainer and return the lock's descriptor: the lock lasts until it is
+    closed or the process ends, however it ends (the kernel lets go of a killed process's locks), so two
+    trainers started together on one run can never both train it, as a check of status.json could not
+    promise. A descriptor handed down by `spawn_trainer` (see TRAINER_LOCK_ENV) is taken over instead.
+
+    Raises:
+        RunLocked: another process holds the run, naming it.
+        OSError: the lock file cannot be made (a read-only or full folder).
+    """
+    path = run.path / "trainer.lock"
+    inherited = _inherited_lock(path)
+    if inherited is not None:
+        descriptor = inherited
+    else:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _pid_in(descriptor)
+            os.close(descriptor)
+            raise RunLocked(run, pid) from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+    mine = f"{os.getpid()}\n".encode()
+    os.pwrite(descriptor, mine, 0)
+    os.ftruncate(descriptor, len(mine))
+    return descriptor
+
+
+PID_READ_TRIES = 50
+"""Times (10 ms apart) a trainer that lost the race reads the winner's pid before it says "another process"."""
+TRAINER_LOCK_ENV = "MNIST_TUI_TRAINER_LOCK"
+"""The descriptor of a run's lock, held, that a process starting a trainer hands down to it: the run is
+never unlocked between the two."""
+
+
+def _inherited_lock(path: Path) -> int | None:
+    """The lock descriptor this process was handed for `path`, if it was handed one and it is that file's."""
+    value = os.environ.pop(TRAINER_LOCK_ENV, "")
+    try:
+        descriptor = int(value)
+        held, there = os.fstat(descriptor), os.stat(path)
+    except (ValueError, OSError):
+        return None
+    if (held.st_dev, held.st_ino) != (there.st_dev, there.st_ino):
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # already held through it: a no-op
+    except OSError:
+        return None
+    return descriptor
+
+
+def _pid_in(descriptor: int) -> int:
+    """The pid the lock's holder wrote, or 0; it writes it just after it locks, so an empty or half-written
+    file is read again for a moment (a trainer started at the same instant is the usual loser)."""
+    for _ in range(PID_READ_TRIES):
+        try:
+            return int(os.pread(descriptor, 32, 0).decode())
+        except (OSError, ValueError):
+            time.sleep(0.01)
+    return 0
+
 
 
 def new_run_id(config: TrainConfig) -> str:

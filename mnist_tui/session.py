@@ -17,23 +17,36 @@ from pathlib import Path
 
 from mnist_tui.config import TrainConfig
 from mnist_tui.events import TERMINAL_EVENTS, Event, EventError, RunFailed, parse_line
-from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run
+from mnist_tui.runs import ACTIVE_STATUSES, TRAINER_LOCK_ENV, RunDir, create_run, hold_run
 
 POLL_SECONDS = 0.1
 WATCH_SECONDS = 1.0
 """How often a session watching an ended run checks whether it was resumed elsewhere."""
 
 
-def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = False) -> subprocess.Popen[bytes]:
+def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = False,
+                  lock: int | None = None) -> subprocess.Popen[bytes]:
     """Start `mnist-tui train` on a run folder (fresh, or resuming from its last.pt) in a new session, so
-    closing the terminal never stops it; its stderr goes to trainer.log."""
+    closing the terminal never stops it; its stderr goes to trainer.log. The run's lock (`lock`, held by
+    the caller, else taken here: RunLocked if another process has it) is handed down to the trainer, so
+    no other can slip in between."""
+    held = lock if lock is not None else hold_run(run)
+    try:
+        return _spawn(run, data_root, download, resume, held)
+    finally:
+        if lock is None:
+            os.close(held)  # the trainer holds it now
+
+
+def _spawn(run: RunDir, data_root: Path, download: bool, resume: bool, lock: int) -> subprocess.Popen[bytes]:
     where = ["--resume" if resume else "--run-dir", str(run.path.absolute())]
     command = [sys.executable, "-m", "mnist_tui", "train", *where, "--data-dir", str(data_root.absolute()), "--json"]
     if not download:
         command.append("--no-download")
     with open(run.log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                   start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   start_new_session=True, pass_fds=(lock,),
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", TRAINER_LOCK_ENV: str(lock)})
     run.set_status("starting", pid=process.pid)
     return process
 
@@ -70,11 +83,15 @@ class TrainingSession:
         """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended. It
         trains on the data it trained on, if that is still where it was, else on `data_root`'s."""
         data_root = run.data_root(run.config().dataset) or data_root
-        run.send("run")
-        offset = run.events_path.stat().st_size if run.events_path.exists() else 0
-        status = run.status()
-        return cls(run, spawn_trainer(run, data_root, download, resume=True), log_offset=offset,
-                   status_before=status)
+        lock = hold_run(run)  # first: a run another process trains is not to be steered from here
+        try:
+            run.send("run")
+            offset = run.events_path.stat().st_size if run.events_path.exists() else 0
+            status = run.status()
+            return cls(run, spawn_trainer(run, data_root, download, resume=True, lock=lock), log_offset=offset,
+                       status_before=status)
+        finally:
+            os.close(lock)
 
     @classmethod
     def attach(cls, run: RunDir) -> TrainingSession:
