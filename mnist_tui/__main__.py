@@ -12,7 +12,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
@@ -28,6 +28,8 @@ from mnist_tui.config import (
     field_help,
     read_config_values,
 )
+from mnist_tui.control import DiskFull
+from mnist_tui.events import Event
 from mnist_tui.runs import (
     ACTIVE_STATUSES,
     RESUMABLE_STATUSES,
@@ -231,7 +233,7 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.control import FileControl
     from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
-    from mnist_tui.events import Event, RunFailed, RunFinished, RunPaused, RunResumed, dumps
+    from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter, quiet_stdout
     from mnist_tui.session import spawn_trainer
 
@@ -316,10 +318,14 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
             if isinstance(event, RunFinished | RunFailed):
                 outcome = event
             show(event)
+    except DiskFull as error:  # its log or status could not be written: the run cannot go on, and says why
+        outcome = RunFailed(str(error), str(run.path))
+        log_if_room(run, outcome)
+        show(outcome)
     except (Exception, KeyboardInterrupt) as error:
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
         outcome = RunFailed(f"trainer crashed: {message}", str(run.path))
-        run.append_event(outcome)
+        log_if_room(run, outcome)
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
         show(outcome)
@@ -336,6 +342,12 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     if isinstance(outcome, RunFailed):
         print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def log_if_room(run: RunDir, event: Event) -> None:
+    """Log how a run ended, if the disk has room: when it has not, stderr (and the exit code) still say it."""
+    with suppress(DiskFull):
+        run.append_event(event)
 
 
 def run_config(run: RunDir) -> TrainConfig:

@@ -17,14 +17,14 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
 from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
-from mnist_tui.control import temporary_beside
+from mnist_tui.control import saving, temporary_beside
 from mnist_tui.data import first_line, not_a_file
 from mnist_tui.events import saved_position
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
@@ -59,23 +59,52 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = temporary_beside(path)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(dict(payload), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file.
+
+    Raises:
+        DiskFull: no space left for it (the file it would have replaced is untouched).
+    """
+    with saving(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = temporary_beside(path)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                _save_to(stream, payload)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _save_to(stream: BinaryIO, payload: Mapping[str, Any]) -> None:
+    """torch.save into `stream`, with the OSError of a failed write raised as it is: torch turns it into
+    its own RuntimeError (`enforce fail at inline_container.cc`), which says nothing of a full disk."""
+    failed: list[OSError] = []
+
+    class Writer:
+        def write(self, data: bytes) -> int:
+            try:
+                return stream.write(data)
+            except OSError as error:
+                failed.append(error)
+                raise
+
+        def flush(self) -> None:
+            stream.flush()
+
+    try:
+        torch.save(dict(payload), Writer())  # type: ignore[arg-type]
+    except RuntimeError:
+        if failed:
+            raise failed[0] from None
+        raise
 
 
 def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

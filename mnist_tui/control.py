@@ -5,10 +5,13 @@ Torch-free, so the dashboard can steer runs without importing torch.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +26,45 @@ def temporary_beside(path: Path) -> tuple[int, str]:
     return handle, temporary
 
 
+class DiskFull(OSError):
+    """A save failed for want of space (ENOSPC, or over a quota), said in words with the file it was saving:
+    torch says only `enforce fail at inline_container.cc`, and the OS names no file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(errno.ENOSPC, f"no space left on device while saving {path.name} in {path.parent}")
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def saving(path: Path) -> Iterator[None]:
+    """Running out of space inside the block is a DiskFull saving `path`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in NO_SPACE and not isinstance(error, DiskFull):
+            raise DiskFull(path) from error
+        raise
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file; a write that
-    fails (a full disk) leaves no temporary file behind."""
-    handle, temporary = temporary_beside(path)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2)
-            stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    fails (a full disk: DiskFull) leaves no temporary file behind."""
+    with saving(path):
+        handle, temporary = temporary_beside(path)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                json.dump(data, stream, indent=2)
+                stream.write("\n")
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
 
 def read_json_table(path: Path) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from mnist_tui.batches import (
 )
 from mnist_tui.checkpoints import Checkpoint, checkpoint_payload, save_checkpoint
 from mnist_tui.config import TrainConfig, held_out_count
-from mnist_tui.control import RunControl
+from mnist_tui.control import DiskFull, RunControl
 from mnist_tui.data import DatasetError
 from mnist_tui.evaluation import predict
 from mnist_tui.events import (
@@ -254,6 +254,11 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     except torch.cuda.OutOfMemoryError:
         yield RunFailed(f"CUDA out of memory with batch_size {config.batch_size}; try a smaller batch",
                         str(run_dir), len(history))
+        return
+    except DiskFull as error:  # the save was atomic: what it would have replaced is as it was
+        saved = error.path.exists() or (run_dir / "last.pt").exists()
+        kept = "the previous checkpoint is intact" if saved else "no checkpoint was saved before"
+        yield RunFailed(f"{error}; {kept}", str(run_dir), len(history))
         return
     yield _finished("completed", run_dir, history, best, elapsed())
 

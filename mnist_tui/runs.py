@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_tui.config import ConfigError, TrainConfig, load_config
-from mnist_tui.control import read_json_table, write_json_atomic
+from mnist_tui.control import DiskFull, read_json_table, saving, write_json_atomic
 from mnist_tui.data import dataset_present
 from mnist_tui.events import (
     BatchProgress,
@@ -125,7 +127,7 @@ class RunDir:
         """Append one line and flush it, so followers see whole lines as soon as they exist. A line a
         killed trainer left half-written is ended first, so it spoils only itself."""
         line = (dumps(event) + "\n").encode("utf-8")
-        with open(self.events_path, "ab+") as stream:
+        with saving(self.events_path), open(self.events_path, "ab+") as stream:
             end = stream.seek(0, os.SEEK_END)
             if end:
                 stream.seek(end - 1)
@@ -174,10 +176,19 @@ class RunDir:
         return [e for e in self.read_events(progress=False) if isinstance(e, EpochEnded)]
 
     def set_status(self, status: str, pid: int | None = None) -> None:
+        """Replace status.json atomically; on a disk too full for a second copy, in place (its own space is
+        freed as it is rewritten), rather than leave a failed run saying `running`."""
         pid = pid if pid is not None else os.getpid()
-        write_json_atomic(self.path / "status.json", {
-            "status": status, "pid": pid, "pid_started": process_start_time(pid),
-            "updated": dt.datetime.now().isoformat(timespec="seconds")})
+        record = {"status": status, "pid": pid, "pid_started": process_start_time(pid),
+                  "updated": dt.datetime.now().isoformat(timespec="seconds")}
+        path = self.path / "status.json"
+        try:
+            write_json_atomic(path, record)
+        except DiskFull:
+            if not path.exists():
+                raise
+            with saving(path):
+                path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
     def _status_record(self) -> dict[str, Any]:
         """status.json as a table, or {} if it is missing, unreadable or not one: bytes that are not UTF-8
@@ -315,9 +326,13 @@ def create_run(runs_root: Path, config: TrainConfig) -> RunDir:
             break
         except FileExistsError:
             continue
-    write_json_atomic(run.path / "config.json", config.to_dict())
-    run.send("run")
-    run.set_status("starting")
+    try:
+        write_json_atomic(run.path / "config.json", config.to_dict())
+        run.send("run")
+        run.set_status("starting")
+    except BaseException:  # a full disk, say: no empty run folder is left for every try
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
     return run
 
 

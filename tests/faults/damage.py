@@ -87,7 +87,7 @@ def symlink_loop(path: Path) -> None:
     path.symlink_to(path.name)
 
 
-DAMAGES: dict[str, Callable[[RunDir], None]] = {
+DAMAGES: dict[str, Callable[[RunDir], object]] = {
     "status.json not UTF-8": lambda run: (run.path / "status.json").write_bytes(NOT_UTF8),
     "status.json nested too deep": lambda run: (run.path / "status.json").write_bytes(DEEP),
     "status.json a list": lambda run: (run.path / "status.json").write_text("[1, 2]"),

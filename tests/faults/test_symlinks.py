@@ -11,6 +11,7 @@ import pytest
 from conftest import Trained
 from damage import finished_run, symlink_loop
 from textual.content import Content
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 
 from mnist_tui.__main__ import main
@@ -53,7 +54,7 @@ async def test_the_evaluation_screen_lists_refuses_and_goes_on(trained: Trained,
         await pilot.press("f4")
         table = app.screen.query_one("#checkpoints", DataTable)
         for _ in range(200):
-            if table.row_count == 2 and str(table.get_cell_at((0, 1))) in ("best.pt", "last.pt"):
+            if table.row_count == 2 and str(table.get_cell_at(Coordinate(0, 1))) in ("best.pt", "last.pt"):
                 break
             await pilot.pause(0.05)
         screen = app.evaluation_screen
