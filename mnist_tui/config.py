@@ -70,7 +70,7 @@ class TrainConfig:
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`."""
     num_threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default (one per core)."""
+    """CPU threads for torch; 0 fits them to the cores free: those the trainer may use, less the load average."""
 
     @classmethod
     def defaults_for(cls, model: str) -> TrainConfig:

@@ -46,6 +46,7 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.models import MODEL_SPECS, build_model, parameter_count
+from mnist_tui.threads import training_threads
 
 REPORT_INTERVAL = 0.1
 """Seconds between progress reports, the only mid-epoch host-device syncs."""
@@ -95,8 +96,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     """
     control = control or RunControl()
     started = time.time()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    threads = training_threads(config.num_threads)
+    torch.set_num_threads(threads)
     try:
         device = resolve_device(config.device)
         train_all = load_split(config.dataset, True, data_root, download)
@@ -139,7 +140,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
 
     yield RunStarted(run_dir.name, str(run_dir), config.to_dict(), str(device), describe_device(device),
                      parameter_count(model), len(train_split), len(val_split), val_source, steps,
-                     start_epoch, started, elapsed_before, start_step, str(data_root.absolute()))
+                     start_epoch, started, elapsed_before, start_step, str(data_root.absolute()), threads=threads)
 
     def elapsed() -> float:
         """Wall-clock seconds of all of the run's sessions, this one included."""

@@ -38,6 +38,8 @@ class RunStarted:
     """Batches into `start_epoch + 1` it resumes at: a run stopped mid-epoch goes on where it stopped."""
     data_dir: str = ""
     """The data root it trained from, absolute: a resume looks there first."""
+    threads: int = 0
+    """Torch's CPU threads for this session (see threads.py); 0 in logs from before it was recorded."""
 
 
 @dataclass(frozen=True)

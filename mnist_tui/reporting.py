@@ -58,6 +58,12 @@ def format_percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
+def threads_note(threads: int, requested: int) -> str:
+    """How many threads torch trains with, and why that many."""
+    why = "as set" if requested else "fitted to the cores free"
+    return f"{threads} torch thread{'s' if threads != 1 else ''} ({why})"
+
+
 def quiet_stdout() -> None:
     """Point stdout at /dev/null once its reader has gone (`| head`), or Python fails again flushing it."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -132,7 +138,8 @@ class ConsoleReporter:
             f"run {escape(event.run_id)}: {self.config.model} ({event.parameters:,} parameters) on "
             f"{self.config.dataset}, {escape(event.device_name)}; {event.train_size:,} training images, validating on "
             f"{escape(event.val_source)} "
-            f"({event.val_size:,})")
+            f"({event.val_size:,})" + (f"; {threads_note(event.threads, self.config.num_threads)}" if event.threads
+                                      else ""))
         self.console.print("[bold]" + "{:>9} {:>10} {:>9} {:>9} {:>8}   {:>9} {:>7} {:>10}".format(*self.COLUMNS))
         self.progress.start()
         total = self.config.epochs * event.steps_per_epoch
