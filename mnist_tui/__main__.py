@@ -1,6 +1,7 @@
 """The `mnist-tui` command: parse arguments, then run the headless core or open the dashboard.
 
-Exit codes: 0 success, 1 runtime failure (a failed run, missing data), 2 bad usage or input.
+Exit codes: 0 success, 1 runtime failure (a failed run, an aborted one, missing data), 2 bad usage or input,
+130 a run stopped before its last epoch (Ctrl+C, SIGTERM, the dashboard's stop).
 """
 
 from __future__ import annotations

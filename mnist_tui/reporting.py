@@ -161,6 +161,8 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
     note = f" ({BARE_STATE_DICT_NOTE})" if checkpoint.bare_state_dict else ""
     console.print(f"[bold]{escape(result.checkpoint)}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
                   f"({result.samples:,} images){note}")
+    if result.warning:
+        console.print(f"[bold yellow]warning:[/] {escape(result.warning)}")
     console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
                   f"({result.samples - len(result.mistakes):,}/{result.samples:,})   {result.seconds:.2f}s")
     labels = [score.label for score in result.per_class]

@@ -396,6 +396,17 @@ def summarize(run: RunDir) -> RunSummary:
                       [e.val_accuracy for e in epochs], log.skipped)
 
 
+def untold_ending(run: RunDir, status: str) -> RunFinished:
+    """The end of a run whose status.json says it finished (`completed` or `stopped`) while its log does not
+    (the last line cut short or damaged), rebuilt from the log's epochs. One rule for every front-end:
+    status.json says how a run ended, as `runs` lists it; the log tells the story up to there."""
+    epochs = run.epoch_events()
+    best = max(epochs, key=lambda e: e.val_accuracy, default=None)
+    return RunFinished(status, str(run.path), epochs[-1].epoch if epochs else 0, best.epoch if best else 0,
+                       best.val_accuracy if best else None, epochs[-1].val_accuracy if epochs else None,
+                       [e.epoch_seconds for e in epochs], summarize(run).duration or 0.0)
+
+
 def iter_runs(runs_root: Path) -> Iterator[RunDir]:
     """Run folders (those with a config.json), newest first."""
     if not runs_root.is_dir():

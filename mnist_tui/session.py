@@ -13,11 +13,12 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 
 from mnist_tui.config import TrainConfig
-from mnist_tui.events import TERMINAL_EVENTS, Event, EventError, RunFailed, parse_line
-from mnist_tui.runs import ACTIVE_STATUSES, TRAINER_LOCK_ENV, RunDir, create_run, hold_run
+from mnist_tui.events import FINISHED_STATUSES, TERMINAL_EVENTS, Event, EventError, RunFailed, parse_line
+from mnist_tui.runs import ACTIVE_STATUSES, TRAINER_LOCK_ENV, RunDir, create_run, hold_run, untold_ending
 
 POLL_SECONDS = 0.1
 WATCH_SECONDS = 1.0
@@ -150,11 +151,12 @@ class TrainingSession:
                 yield event
             if exit_code is not None and not chunk:
                 if not ended:
-                    if self.status_before is not None and offset <= self.log_offset:
+                    before = self.status_before if offset <= self.log_offset else None
+                    if before is not None:
                         # It refused before its first word (say, an unreadable last.pt): the run is as it was.
-                        await asyncio.to_thread(self.run.set_status, self.status_before, 0)
+                        await asyncio.to_thread(self.run.set_status, before, 0)
                     self.replaying = gone_before
-                    yield RunFailed(self._crash_message(exit_code), str(self.run.path))
+                    yield await asyncio.to_thread(self._untold_end, exit_code, before is not None)
                 self.status_before = None
                 if not watch or not await self._until_it_goes_on(offset):
                     return
@@ -193,6 +195,15 @@ class TrainingSession:
                 return stream.read()
         except FileNotFoundError:
             return b""
+
+    def _untold_end(self, exit_code: int, refused: bool) -> Event:
+        """How a run ended whose log does not say: as status.json says (see runs.untold_ending), where that
+        is a finish and the log's last line was cut short; otherwise the trainer died without a word."""
+        status = self.run.status()
+        if not refused and status in FINISHED_STATUSES:
+            with suppress(OSError, ValueError):  # a log or config that cannot be read: the failure it is
+                return untold_ending(self.run, status)
+        return RunFailed(self._crash_message(exit_code), str(self.run.path))
 
     def _crash_message(self, exit_code: int) -> str:
         try:

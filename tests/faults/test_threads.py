@@ -50,7 +50,7 @@ def test_a_run_records_and_uses_the_threads_it_chose(tmp_path: Path, monkeypatch
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     torch.set_num_threads(2)
-    started = list(train(small_config(epochs=1, num_threads=0), run_dir, data))[0]
+    started, *_ = train(small_config(epochs=1, num_threads=0), run_dir, data)
     assert isinstance(started, RunStarted) and started.threads == 1 and torch.get_num_threads() == 1
     assert started.device_name == "CPU (1 threads)"
 

@@ -290,6 +290,7 @@ class EvaluationScreen(Screen[None]):
         runs_dir = resolved(self.runs_dir)  # the trainer names its checkpoints by absolute path
         shown = resolved(path).relative_to(runs_dir) if resolved(path).is_relative_to(runs_dir) else path
         note = f" · [yellow]{BARE_STATE_DICT_NOTE}[/]" if bare_state_dict else ""
+        note += f"\n[bold yellow]warning: {escape(result.warning)}[/]" if result.warning else ""
         self.query_one("#eval-summary", Static).update(
             (f"[bold red]{escape(refused)}[/]\n" if refused else "") +
             f"[b]{escape(str(shown))}[/b]  {result.dataset} "
