@@ -83,6 +83,14 @@ def test_json_that_does_not_fit_is_disk_full_naming_the_file(disk: FullDisk, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_failed_status_is_written_even_with_no_room_for_a_copy(disk: FullDisk, tmp_path: Path) -> None:
+    run = create_run(tmp_path / "runs", small_config())
+    run.set_status("running")
+    disk.full = True  # no room for the temporary copy an atomic write needs
+    run.set_status("failed")
+    assert run.status() == "failed" and not list(run.path.glob(".*.tmp"))
+
+
 def test_no_run_folder_is_left_when_none_fits(disk: FullDisk, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               restore_signals: None) -> None:
     data = write_synthetic_dataset(tmp_path / "datasets")
