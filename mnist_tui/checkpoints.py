@@ -24,7 +24,7 @@ from torch import nn
 
 from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
-from mnist_tui.control import saving, temporary_beside
+from mnist_tui.control import raises_disk_full, temporary_beside
 from mnist_tui.data import first_line, not_a_file
 from mnist_tui.events import saved_position
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
@@ -58,24 +58,21 @@ class Checkpoint:
         return model
 
 
+@raises_disk_full
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
     """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file.
-
-    Raises:
-        DiskFull: no space left for it (the file it would have replaced is untouched).
-    """
-    with saving(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = temporary_beside(path)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                _save_to(stream, payload)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    No space for it is a DiskFull, and the file it would have replaced is untouched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = temporary_beside(path)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            _save_to(stream, payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)

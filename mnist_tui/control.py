@@ -6,14 +6,18 @@ Torch-free, so the dashboard can steer runs without importing torch.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def temporary_beside(path: Path) -> tuple[int, str]:
@@ -52,19 +56,29 @@ def saving(path: Path) -> Iterator[None]:
         raise
 
 
+def raises_disk_full(save: Callable[Concatenate[Path, P], R]) -> Callable[Concatenate[Path, P], R]:
+    """A save function, given the path it writes first, whose running out of space is a DiskFull."""
+    @functools.wraps(save)
+    def saves(path: Path, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with saving(path):
+            return save(path, *args, **kwargs)
+
+    return saves
+
+
+@raises_disk_full
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` as JSON in one rename, so a reader never sees half a file; a write that
     fails (a full disk: DiskFull) leaves no temporary file behind."""
-    with saving(path):
-        handle, temporary = temporary_beside(path)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(data, stream, indent=2)
-                stream.write("\n")
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    handle, temporary = temporary_beside(path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_json_table(path: Path) -> dict[str, Any]:
