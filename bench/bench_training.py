@@ -140,7 +140,9 @@ def matmul_epoch(steps: int) -> float:
 
 
 def engine_epochs(root: Path, epochs: int, run_dir: Path) -> list[float]:
-    config = TrainConfig(epochs=epochs)
+    # The loops it is compared with run on torch's default threads; left at 0, the engine would fit its own to
+    # the load that the tutorial's loop just left behind.
+    config = TrainConfig(epochs=epochs, num_threads=torch.get_num_threads())
     seconds = []
     for event in train(config, run_dir, root):
         if isinstance(event, RunFailed):

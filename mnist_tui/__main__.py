@@ -1,6 +1,7 @@
 """The `mnist-tui` command: parse arguments, then run the headless core or open the dashboard.
 
-Exit codes: 0 success, 1 runtime failure (a failed run, missing data), 2 bad usage or input.
+Exit codes: 0 success, 1 runtime failure (a failed run, an aborted one, missing data), 2 bad usage or input,
+130 a run stopped before its last epoch (Ctrl+C, SIGTERM, the dashboard's stop).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import fields
 from pathlib import Path
 from types import FrameType
@@ -28,7 +30,18 @@ from mnist_tui.config import (
     field_help,
     read_config_values,
 )
-from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, create_run, list_runs, resolve_runs_dir
+from mnist_tui.control import DiskFull
+from mnist_tui.events import Event
+from mnist_tui.runs import (
+    ACTIVE_STATUSES,
+    RESUMABLE_STATUSES,
+    RunDir,
+    RunLocked,
+    create_run,
+    hold_run,
+    list_runs,
+    resolve_runs_dir,
+)
 
 if TYPE_CHECKING:
     from mnist_tui.tui.app import MnistTuiApp
@@ -207,12 +220,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    """Train, resume or detach; the run's lock, once taken, is let go as this returns (and by the kernel,
+    however the process ends)."""
+    with ExitStack() as held:
+        return train_run(args, held)
+
+
+def take_run(run: RunDir, held: ExitStack) -> int:
+    """Lock `run` for this trainer until `held` closes (see runs.hold_run); a run another process trains is
+    a usage error naming that process."""
+    try:
+        lock = hold_run(run)
+    except RunLocked as error:
+        raise UsageError(str(error)) from None
+    except OSError as error:
+        raise Failure(f"cannot lock run {run.run_id} for training: {error}") from None
+    held.callback(os.close, lock)
+    return lock
+
+
+def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
     from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
     from mnist_tui.control import FileControl
     from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
-    from mnist_tui.events import Event, RunFailed, RunFinished, RunPaused, RunResumed, dumps
+    from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter, quiet_stdout
     from mnist_tui.session import spawn_trainer
 
@@ -220,6 +253,7 @@ def command_train(args: argparse.Namespace) -> int:
     data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
     if args.resume is not None:
         run = find_run(args.resume, args.runs_dir)
+        lock = take_run(run, held)  # before anything is read: the answers hold while it is held
         status = run.status()
         if status in ACTIVE_STATUSES and run.recorded_pid() != os.getpid():
             raise UsageError(f"run {run.run_id} is still {status}; attach to it with `mnist-tui attach`")
@@ -230,7 +264,7 @@ def command_train(args: argparse.Namespace) -> int:
                              "only a stopped, failed or crashed run can be resumed")
         if args.preset or args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
             raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
-        if not (run.path / "last.pt").exists():
+        if not os.path.lexists(run.path / "last.pt"):  # a link that leads nowhere is refused below, saying so
             raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "
                              "end and on a stop), so there is nothing to resume; start a new run instead")
         try:
@@ -243,6 +277,7 @@ def command_train(args: argparse.Namespace) -> int:
         run.send("run")  # the stop that ended it must not end the continuation
     elif args.run_dir is not None:
         run = RunDir(args.run_dir)
+        lock = take_run(run, held)
         config = run_config(run)
     else:
         config = config_from_args(args)
@@ -258,8 +293,9 @@ def command_train(args: argparse.Namespace) -> int:
             run = create_run(resolve_runs_dir(args.runs_dir), config)
         except OSError as error:
             raise Failure(f"cannot create a run folder: {error}") from None
+        lock = take_run(run, held)
     if args.detach:
-        process = spawn_trainer(run, data_root, download, resume=resume is not None)
+        process = spawn_trainer(run, data_root, download, resume=resume is not None, lock=lock)
         print(run.run_id)
         print(f"training in the background (pid {process.pid}); follow it with `mnist-tui attach {run.run_id}`, "
               "list runs with `mnist-tui runs`", file=sys.stderr)
@@ -294,10 +330,14 @@ def command_train(args: argparse.Namespace) -> int:
             if isinstance(event, RunFinished | RunFailed):
                 outcome = event
             show(event)
+    except DiskFull as error:  # its log or status could not be written: the run cannot go on, and says why
+        outcome = RunFailed(str(error), str(run.path))
+        log_if_room(run, outcome)
+        show(outcome)
     except (Exception, KeyboardInterrupt) as error:
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
         outcome = RunFailed(f"trainer crashed: {message}", str(run.path))
-        run.append_event(outcome)
+        log_if_room(run, outcome)
         if not isinstance(error, KeyboardInterrupt):
             traceback.print_exc()
         show(outcome)
@@ -314,6 +354,12 @@ def command_train(args: argparse.Namespace) -> int:
     if isinstance(outcome, RunFailed):
         print(f"mnist-tui: run failed: {outcome.message}", file=sys.stderr)
     return EXIT_FAILURE
+
+
+def log_if_room(run: RunDir, event: Event) -> None:
+    """Log how a run ended, if the disk has room: when it has not, stderr (and the exit code) still say it."""
+    with suppress(DiskFull):
+        run.append_event(event)
 
 
 def run_config(run: RunDir) -> TrainConfig:

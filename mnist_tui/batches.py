@@ -23,6 +23,7 @@ from mnist_tui.data import (
     first_line,
     missing_dataset_message,
     raw_folder,
+    read_split,
     require_dataset,
 )
 
@@ -49,17 +50,18 @@ class Split:
 
 
 def load_split(dataset: str, train: bool, root: Path, download: bool = False) -> Split:
-    """Read a split through torchvision, downloading it first if allowed and missing.
+    """Read a split, checked as `data import` checks files (see `read_split`), downloading it first
+    through torchvision if allowed and missing.
 
     Raises:
-        DatasetError: the files are missing (and may not or could not be downloaded) or unreadable.
+        DatasetError: the files are missing (and may not or could not be downloaded), unreadable, or not
+            what they claim to be (the message names the file).
     """
-    from torchvision import datasets
-
-    spec = DATASET_SPECS[dataset]
-    tv_class = getattr(datasets, spec.folder)
     if not dataset_present(dataset, root):
+        from torchvision import datasets
+
         require_dataset(dataset, root, download)
+        tv_class = getattr(datasets, DATASET_SPECS[dataset].folder)
         folder = raw_folder(dataset, root)
         created = [p for p in (root, folder.parent, folder) if not p.exists()]
         try:
@@ -71,11 +73,11 @@ def load_split(dataset: str, train: bool, root: Path, download: bool = False) ->
                     path.rmdir()
             raise DatasetError(missing_dataset_message(
                 dataset, root, f"could not download {dataset} ({first_line(error)})")) from None
-    try:
-        loaded = tv_class(root=str(root), train=train, download=False)
-    except Exception as error:
-        raise DatasetError(f"cannot read {dataset} from {raw_folder(dataset, root)}: {first_line(error)}") from None
-    return Split(loaded.data.contiguous(), loaded.targets.to(torch.int64))
+    images, labels = read_split(dataset, "train" if train else "test", root)
+    # bytearray: a writable copy, which torch.frombuffer wants; the header bytes are skipped.
+    pixels = torch.frombuffer(bytearray(images.data), dtype=torch.uint8, offset=16).view(-1, 28, 28)
+    targets = torch.frombuffer(bytearray(labels.data), dtype=torch.uint8, offset=8).to(torch.int64)
+    return Split(pixels, targets)
 
 
 def resolve_device(requested: str) -> torch.device:

@@ -17,15 +17,15 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
 
 from mnist_tui import __version__
 from mnist_tui.config import ConfigError, TrainConfig
-from mnist_tui.control import temporary_beside
-from mnist_tui.data import first_line
+from mnist_tui.control import raises_disk_full, temporary_beside
+from mnist_tui.data import first_line, not_a_file
 from mnist_tui.events import saved_position
 from mnist_tui.models import MODEL_SPECS, build_model, match_state_dict
 
@@ -58,13 +58,15 @@ class Checkpoint:
         return model
 
 
+@raises_disk_full
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file."""
+    """Write atomically: temporary file in the same folder, fsync, rename, so a crash never leaves half a file.
+    No space for it is a DiskFull, and the file it would have replaced is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = temporary_beside(path)
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save(dict(payload), stream)
+            _save_to(stream, payload)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
@@ -76,6 +78,30 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _save_to(stream: BinaryIO, payload: Mapping[str, Any]) -> None:
+    """torch.save into `stream`, with the OSError of a failed write raised as it is: torch turns it into
+    its own RuntimeError (`enforce fail at inline_container.cc`), which says nothing of a full disk."""
+    failed: list[OSError] = []
+
+    class Writer:
+        def write(self, data: bytes) -> int:
+            try:
+                return stream.write(data)
+            except OSError as error:
+                failed.append(error)
+                raise
+
+        def flush(self) -> None:
+            stream.flush()
+
+    try:
+        torch.save(dict(payload), Writer())  # type: ignore[arg-type]
+    except RuntimeError:
+        if failed:
+            raise failed[0] from None
+        raise
 
 
 def checkpoint_payload(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -159,7 +185,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         hint = f"; its checkpoints: {', '.join(inside)}" if inside else ""
         raise CheckpointError(f"{path}: a folder, not a checkpoint file{hint}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+        raise CheckpointError(f"{path}: {not_a_file(path)}")
     try:
         with warnings.catch_warnings():  # a plain pickle draws a two-line warning; the error below says it all
             warnings.simplefilter("ignore")

@@ -107,7 +107,7 @@ class TrainConfig:
     """`fp32` (IEEE single precision: the tutorial's numerics), `tf32` (TensorFloat-32 matrix products on
     CUDA; fp32 elsewhere) or `bf16` (bfloat16 autocast of the forward pass)."""
     num_threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default (one per core)."""
+    """CPU threads for torch; 0 fits them to the cores free: those the trainer may use, less the load average."""
 
     @classmethod
     def defaults_for(cls, model: str) -> TrainConfig:

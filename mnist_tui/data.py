@@ -6,6 +6,7 @@ live in batches.py.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import tempfile
@@ -79,6 +80,21 @@ def first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {line}".rstrip(": ")
 
 
+def not_a_file(path: Path) -> str:
+    """Why `path`, which is not a regular file one can read, is not: `Path.exists` says False for a symlink
+    loop and for a broken link alike, and "no such file" would send a person looking for a file that is
+    there."""
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symlink loop (it links back to itself)"
+        if os.path.islink(path):
+            return f"a broken symlink (to {os.readlink(path)})"
+        return "no such file" if isinstance(error, FileNotFoundError) else f"cannot read it ({error.strerror})"
+    return "a folder, not a file" if path.is_dir() else "not a regular file"
+
+
 def require_dataset(dataset: str, root: Path, download: bool) -> None:
     """Raises DatasetError, saying how to import it, if `dataset` is missing and may not be downloaded."""
     if not download and not dataset_present(dataset, root):
@@ -139,6 +155,29 @@ def read_idx(path: Path) -> IdxFile:
     return IdxFile(path, split, kind, count, data)
 
 
+def check_pair(images: IdxFile, labels: IdxFile) -> None:
+    """Raises DatasetError unless a split's images and labels are as many, and more than none."""
+    if images.count != labels.count:
+        raise DatasetError(f"{images.path} holds {images.count} images but {labels.path} "
+                           f"holds {labels.count} labels")
+    if images.count == 0:
+        raise DatasetError(f"{images.path}: holds no images")
+
+
+def read_split(dataset: str, split: str, root: Path) -> tuple[IdxFile, IdxFile]:
+    """A split's images and labels from the data root, checked as `data import` checks them (headers,
+    28x28, labels 0-9, lengths, counts that match): a dataset put there by hand or by a download is no more
+    trusted than one imported.
+
+    Raises:
+        DatasetError: naming the file and what is wrong with it.
+    """
+    folder = raw_folder(dataset, root)
+    images, labels = (read_idx(folder / name) for name, (s, _) in IDX_FILES.items() if s == split)
+    check_pair(images, labels)
+    return images, labels
+
+
 def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = False) -> Path:
     """Check the four IDX files in `source` and lay them out where torchvision reads them.
 
@@ -160,13 +199,8 @@ def import_idx_folder(source: Path, dataset: str, root: Path, replace: bool = Fa
             raise DatasetError(f"{source}: missing {name} (or {name}.gz)")
         found[name] = read_idx(path)
     for split in ("train", "test"):
-        images, labels = (next(f for f in found.values() if f.split == split and f.kind == k)
-                          for k in ("images", "labels"))
-        if images.count != labels.count:
-            raise DatasetError(f"{images.path} holds {images.count} images but {labels.path} "
-                               f"holds {labels.count} labels")
-        if images.count == 0:
-            raise DatasetError(f"{images.path}: holds no images")
+        check_pair(*(next(f for f in found.values() if f.split == split and f.kind == k)
+                     for k in ("images", "labels")))
     target = raw_folder(dataset, root)
     differing = [name for name, idx in found.items() if (target / name).is_file()
                  and (target / name).read_bytes() != idx.data]

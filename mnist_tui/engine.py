@@ -39,7 +39,7 @@ from mnist_tui.batches import (
 )
 from mnist_tui.checkpoints import Checkpoint, checkpoint_payload, save_checkpoint
 from mnist_tui.config import TrainConfig, held_out_count
-from mnist_tui.control import RunControl
+from mnist_tui.control import DiskFull, RunControl
 from mnist_tui.data import DatasetError
 from mnist_tui.evaluation import predict
 from mnist_tui.events import (
@@ -54,6 +54,7 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.models import MODEL_SPECS, build_model, parameter_count
+from mnist_tui.threads import training_threads
 
 REPORT_INTERVAL = 0.1
 """Seconds between progress reports, the only mid-epoch host-device syncs."""
@@ -190,8 +191,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     """
     control = control or RunControl()
     started = time.time()
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    threads = training_threads(config.num_threads)
+    torch.set_num_threads(threads)
     try:
         device = resolve_device(config.device)
         train_all = load_split(config.dataset, True, data_root, download)
@@ -238,7 +239,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     yield RunStarted(run_dir.name, str(run_dir), config.to_dict(), str(device), identity.description,
                      parameter_count(model), len(train_split), len(val_split), val_source, steps,
                      position.epoch, started, position.elapsed_before, position.step, str(data_root.absolute()),
-                     device_index=identity.index, device_uuid=identity.uuid, note=position.note)
+                     device_index=identity.index, device_uuid=identity.uuid, note=position.note,
+                     threads=threads)
 
     def elapsed() -> float:
         """Wall-clock seconds of all of the run's sessions, this one included."""
@@ -358,6 +360,11 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     except torch.cuda.OutOfMemoryError:
         yield RunFailed(f"CUDA out of memory with batch_size {config.batch_size}{memory_held_by_others(device)}; "
                         "try a smaller batch or another GPU", str(run_dir), len(history))
+        return
+    except DiskFull as error:  # the save was atomic: what it would have replaced is as it was
+        saved = error.path.exists() or (run_dir / "last.pt").exists()
+        kept = "the previous checkpoint is intact" if saved else "no checkpoint was saved before"
+        yield RunFailed(f"{error}; {kept}", str(run_dir), len(history))
         return
     yield _finished("completed", run_dir, history, best, elapsed())
 

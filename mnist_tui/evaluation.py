@@ -65,6 +65,8 @@ class EvaluationResult:
     mistake_images: torch.Tensor
     """uint8 (len(mistakes), 28, 28), in the order of `mistakes`."""
     seconds: float
+    warning: str = ""
+    """Why the numbers mean less than they seem (weights that are NaN), or ""."""
 
     def to_json(self, mistakes: int | None = None) -> dict[str, object]:
         """Plain JSON (a NaN from a diverged model becomes null), with the first `mistakes` misclassified
@@ -77,6 +79,7 @@ class EvaluationResult:
             "misclassified": [dict(vars(mistake), confidence=finite_or_none(mistake.confidence))
                               for mistake in self.mistakes[:mistakes]],
             "seconds": self.seconds,
+            "warning": self.warning or None,
         }
 
 
@@ -123,4 +126,15 @@ def evaluate(checkpoint: Checkpoint, split: str = "test", data_root: Path = Path
     loss, accuracy, confusion, per_class, mistakes = score(logits, data.labels, DATASET_SPECS[dataset].classes)
     images = data.images[[m.index for m in mistakes]] if mistakes else data.images[:0]
     return EvaluationResult(str(checkpoint.path), dataset, split, len(data), loss, accuracy, confusion,
-                            per_class, mistakes, images, time.perf_counter() - started)
+                            per_class, mistakes, images, time.perf_counter() - started,
+                            nonfinite_warning(checkpoint.model_state))
+
+
+def nonfinite_warning(state: dict[str, torch.Tensor]) -> str:
+    """A warning if any weight is NaN or infinite: such a model (a diverged run's) still scores, by the argmax
+    of NaN logits, an accuracy near chance that reads like a result."""
+    broken = [name for name, tensor in state.items() if tensor.is_floating_point() and not tensor.isfinite().all()]
+    if not broken:
+        return ""
+    listed = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+    return f"its weights hold NaN or infinite values ({listed}): the model diverged, and these scores mean nothing"

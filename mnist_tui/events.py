@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from mnist_tui.config import ConfigError, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class RunStarted:
     """The GPU's `GPU-...` UUID, which names it whatever CUDA_VISIBLE_DEVICES says; empty off CUDA."""
     note: str = ""
     """Something a person should know about this session, such as a resume on another kind of device."""
+    threads: int = 0
+    """Torch's CPU threads for this session (see threads.py); 0 in logs from before it was recorded."""
 
 
 @dataclass(frozen=True)
@@ -158,11 +163,107 @@ def to_json(event: Event) -> dict[str, Any]:
     return {"event": event.name, **dataclasses.asdict(event)}
 
 
-def from_json(data: dict[str, Any]) -> Event:
-    """Rebuild an event from its JSON object; unknown extra keys are ignored for forward compatibility."""
-    cls = EVENT_TYPES[data["event"]]
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+class EventError(ValueError):
+    """A line of an event log that is not a valid event: the readers skip it and count it."""
+
+
+AT_LEAST_ONE = frozenset({"steps", "steps_per_epoch", "epochs"})
+"""Counts that divide or bound others: a zero would be a division by zero or an empty bar."""
+FINISHED_STATUSES = ("completed", "stopped")
+
+
+def from_json(data: object) -> Event:
+    """Rebuild an event from its JSON object and check it: each field of the type its class declares and in
+    its range (counts not negative, accuracies from 0 to 1, a run_started's config valid), so whatever draws
+    an event can trust it. Unknown extra keys are ignored for forward compatibility.
+
+    Raises:
+        EventError: not an object, not a known event, a field missing, of the wrong type or out of range.
+    """
+    if not isinstance(data, dict):
+        raise EventError(f"not a JSON object but {type(data).__name__}")
+    name = data.get("event")
+    cls = EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise EventError(f"unknown event {name!r}")
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            values[f.name] = _checked(cls.name, f.name, str(f.type), data[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise EventError(f"{cls.name} without {f.name}")
+    if cls is RunFinished and values["status"] not in FINISHED_STATUSES:
+        raise EventError(f"run_finished with status {values['status']!r}")
+    if cls is RunStarted:
+        values["config"] = _checked_config(values["config"])
+    return cls(**values)
+
+
+def _checked(event: str, name: str, annotation: str, value: object) -> Any:
+    """`value` as the field's declared type, within its range; EventError if it is not."""
+    def wrong() -> EventError:
+        return EventError(f"{event}.{name} is {value!r}, not {annotation}")
+
+    if annotation.endswith(" | None"):
+        if value is None:
+            return None
+        annotation = annotation.removesuffix(" | None")
+    if annotation == "list[float]":
+        if not isinstance(value, list):
+            raise wrong()
+        return [_checked(event, name, "float", item) for item in value]
+    if annotation == "str":
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if annotation.startswith("dict["):
+        if not isinstance(value, dict):
+            raise wrong()
+        return value
+    if annotation == "int":
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in AT_LEAST_ONE else 0):
+            raise wrong()
+        return value
+    if annotation == "float":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise wrong()
+        try:
+            number = float(value)
+        except OverflowError:
+            raise wrong() from None
+        # Losses may be NaN or infinite (a diverged model's validation); nothing else may be.
+        if "loss" not in name and not (math.isfinite(number) and 0 <= number <= (1 if name.endswith("accuracy")
+                                                                                 else math.inf)):
+            raise wrong()
+        return number
+    raise wrong()  # a field type this reader does not know how to check: a bug, and found by the tests
+
+
+def _checked_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A run_started's settings, valid and complete (what draws them indexes them), keys from a later
+    version left out."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    try:
+        return TrainConfig.from_mapping({k: v for k, v in values.items() if k in known}).to_dict()
+    except ConfigError as error:
+        raise EventError(f"run_started with invalid settings: {error}") from None
+
+
+def parse_line(line: str | bytes) -> Event:
+    """One line of an event log as an event.
+
+    Raises:
+        EventError: the line is not UTF-8, not JSON (or nested too deep to parse), or not a valid event.
+    """
+    try:
+        data = json.loads(line)
+    except (ValueError, RecursionError) as error:
+        raise EventError(f"not JSON ({type(error).__name__})") from None
+    return from_json(data)
 
 
 def dumps(event: Event) -> str:

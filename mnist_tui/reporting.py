@@ -46,7 +46,7 @@ STATUS_STYLE = {"completed": "green", "running": "cyan", "starting": "cyan", "pa
 
 def styled_status(status: str) -> str:
     """A run status as Rich markup, coloured the same in the CLI and the dashboard."""
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+    return f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -81,6 +81,12 @@ def format_gpu_memory(event: EpochEnded) -> str:
     if event.gpu_memory_peak is None:
         return "-"
     return f"{format_memory(event.gpu_memory_peak)}/{format_memory(event.gpu_memory_reserved)}"
+
+
+def threads_note(threads: int, requested: int) -> str:
+    """How many threads torch trains with, and why that many."""
+    why = "as set" if requested else "fitted to the cores free"
+    return f"{threads} torch thread{'s' if threads != 1 else ''} ({why})"
 
 
 def quiet_stdout() -> None:
@@ -148,7 +154,7 @@ class ConsoleReporter:
             else:
                 self.console.print(f"[{colour}]{event.status}[/] in {took}, before its first epoch ended; "
                                    "last.pt keeps where it got to")
-            self.console.print(f"run folder: {event.run_dir}")
+            self.console.print(f"run folder: {escape(event.run_dir)}")
         elif isinstance(event, RunFailed):
             self.close()  # the CLI says why on stderr
 
@@ -157,7 +163,8 @@ class ConsoleReporter:
         self.console.print(
             f"run {escape(event.run_id)}: {self.config.model} ({event.parameters:,} parameters) on "
             f"{self.config.dataset}, {escape(event.device)} {escape(event.device_name)}, {self.config.precision}; "
-            f"{event.train_size:,} training images, validating on {event.val_source} ({event.val_size:,})")
+            f"{event.train_size:,} training images, validating on {escape(event.val_source)} ({event.val_size:,})"
+            + (f"; {threads_note(event.threads, self.config.num_threads)}" if event.threads else ""))
         if event.note:
             self.console.print(f"[yellow]note: {escape(event.note)}[/]")
         on_gpu = event.device.startswith("cuda")
@@ -181,8 +188,10 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
 
     console = console or Console(soft_wrap=True)
     note = f" ({BARE_STATE_DICT_NOTE})" if checkpoint.bare_state_dict else ""
-    console.print(f"[bold]{result.checkpoint}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
+    console.print(f"[bold]{escape(result.checkpoint)}[/]: {checkpoint.model_name} on {result.dataset} {result.split} "
                   f"({result.samples:,} images){note}")
+    if result.warning:
+        console.print(f"[bold yellow]warning:[/] {escape(result.warning)}")
     console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
                   f"({result.samples - len(result.mistakes):,}/{result.samples:,})   {result.seconds:.2f}s")
     labels = [score.label for score in result.per_class]
@@ -224,13 +233,16 @@ def print_runs(summaries: list[RunSummary], console: Console | None = None) -> N
     for column in ("status", "model", "dataset", "epochs", "best acc", "duration"):
         table.add_column(column)
     for s in summaries:
-        table.add_row(s.run_id, styled_status(s.status), s.model, s.dataset,
+        table.add_row(escape(s.run_id), styled_status(s.status), escape(s.model), escape(s.dataset),
                       f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy), format_duration(s.duration))
     console.print(table)
-    # Why the failed and unreadable ones are so, which the table has no room for.
+    # Why the failed and unreadable ones are so, and damage in a log, which the table has no room for.
     for s in summaries:
         if s.message:
-            console.print(f"{s.run_id}: {escape(s.message)}", style="red", highlight=False)
+            console.print(f"{escape(s.run_id)}: {escape(s.message)}", style="red", highlight=False)
+        if s.skipped_lines:
+            console.print(f"{escape(s.run_id)}: {s.skipped_note} in {escape(str(s.path / 'events.jsonl'))}",
+                          style="yellow", highlight=False)
 
 
 def print_devices(snapshot: TelemetrySnapshot, cuda_visible_devices: str | None,

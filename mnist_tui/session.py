@@ -9,32 +9,45 @@ steers through the run's control file, so it works the same for a run it started
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 
 from mnist_tui.config import TrainConfig
-from mnist_tui.events import TERMINAL_EVENTS, Event, RunFailed, from_json
-from mnist_tui.runs import ACTIVE_STATUSES, RunDir, create_run
+from mnist_tui.events import FINISHED_STATUSES, TERMINAL_EVENTS, Event, EventError, RunFailed, parse_line
+from mnist_tui.runs import ACTIVE_STATUSES, TRAINER_LOCK_ENV, RunDir, create_run, hold_run, untold_ending
 
 POLL_SECONDS = 0.1
 WATCH_SECONDS = 1.0
 """How often a session watching an ended run checks whether it was resumed elsewhere."""
 
 
-def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = False) -> subprocess.Popen[bytes]:
+def spawn_trainer(run: RunDir, data_root: Path, download: bool, resume: bool = False,
+                  lock: int | None = None) -> subprocess.Popen[bytes]:
     """Start `mnist-tui train` on a run folder (fresh, or resuming from its last.pt) in a new session, so
-    closing the terminal never stops it; its stderr goes to trainer.log."""
+    closing the terminal never stops it; its stderr goes to trainer.log. The run's lock (`lock`, held by
+    the caller, else taken here: RunLocked if another process has it) is handed down to the trainer, so
+    no other can slip in between."""
+    held = lock if lock is not None else hold_run(run)
+    try:
+        return _spawn(run, data_root, download, resume, held)
+    finally:
+        if lock is None:
+            os.close(held)  # the trainer holds it now
+
+
+def _spawn(run: RunDir, data_root: Path, download: bool, resume: bool, lock: int) -> subprocess.Popen[bytes]:
     where = ["--resume" if resume else "--run-dir", str(run.path.absolute())]
     command = [sys.executable, "-m", "mnist_tui", "train", *where, "--data-dir", str(data_root.absolute()), "--json"]
     if not download:
         command.append("--no-download")
     with open(run.log_path, "ab") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                   start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   start_new_session=True, pass_fds=(lock,),
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", TRAINER_LOCK_ENV: str(lock)})
     run.set_status("starting", pid=process.pid)
     return process
 
@@ -52,6 +65,8 @@ class TrainingSession:
         """A resumed run's status before its trainer was spawned: the run's again if the trainer refuses."""
         self.replaying = False
         """True while `events()` yields what the log held when following began: history, not news."""
+        self.skipped_lines = 0
+        """Lines of the log read so far that are not valid events, skipped (see `skipped_note`)."""
 
     @classmethod
     def start(cls, config: TrainConfig, runs_root: Path, data_root: Path, download: bool) -> TrainingSession:
@@ -69,11 +84,15 @@ class TrainingSession:
         """Continue a stopped, failed or crashed run from its last.pt; its log goes on where it ended. It
         trains on the data it trained on, if that is still where it was, else on `data_root`'s."""
         data_root = run.data_root(run.config().dataset) or data_root
-        run.send("run")
-        offset = run.events_path.stat().st_size if run.events_path.exists() else 0
-        status = run.status()
-        return cls(run, spawn_trainer(run, data_root, download, resume=True), log_offset=offset,
-                   status_before=status)
+        lock = hold_run(run)  # first: a run another process trains is not to be steered from here
+        try:
+            run.send("run")
+            offset = run.events_path.stat().st_size if run.events_path.exists() else 0
+            status = run.status()
+            return cls(run, spawn_trainer(run, data_root, download, resume=True, lock=lock), log_offset=offset,
+                       status_before=status)
+        finally:
+            os.close(lock)
 
     @classmethod
     def attach(cls, run: RunDir) -> TrainingSession:
@@ -119,20 +138,25 @@ class TrainingSession:
             self.replaying, first_poll = first_poll, False
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
-            for line in lines:
+            if exit_code is not None and not chunk and pending:  # its trainer is gone: it stays cut short
+                lines.append(pending)
+                pending = b""
+            for line in filter(bytes.strip, lines):  # an empty line is the end of one cut short before
                 try:
-                    event = from_json(json.loads(line))
-                except (ValueError, KeyError, TypeError):
+                    event = parse_line(line)
+                except EventError:
+                    self.skipped_lines += 1
                     continue
                 ended = isinstance(event, TERMINAL_EVENTS) and offset > self.log_offset
                 yield event
             if exit_code is not None and not chunk:
                 if not ended:
-                    if self.status_before is not None and offset <= self.log_offset:
+                    before = self.status_before if offset <= self.log_offset else None
+                    if before is not None:
                         # It refused before its first word (say, an unreadable last.pt): the run is as it was.
-                        await asyncio.to_thread(self.run.set_status, self.status_before, 0)
+                        await asyncio.to_thread(self.run.set_status, before, 0)
                     self.replaying = gone_before
-                    yield RunFailed(self._crash_message(exit_code), str(self.run.path))
+                    yield await asyncio.to_thread(self._untold_end, exit_code, before is not None)
                 self.status_before = None
                 if not watch or not await self._until_it_goes_on(offset):
                     return
@@ -171,6 +195,15 @@ class TrainingSession:
                 return stream.read()
         except FileNotFoundError:
             return b""
+
+    def _untold_end(self, exit_code: int, refused: bool) -> Event:
+        """How a run ended whose log does not say: as status.json says (see runs.untold_ending), where that
+        is a finish and the log's last line was cut short; otherwise the trainer died without a word."""
+        status = self.run.status()
+        if not refused and status in FINISHED_STATUSES:
+            with suppress(OSError, ValueError):  # a log or config that cannot be read: the failure it is
+                return untold_ending(self.run, status)
+        return RunFailed(self._crash_message(exit_code), str(self.run.path))
 
     def _crash_message(self, exit_code: int) -> str:
         try:

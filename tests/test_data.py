@@ -292,9 +292,9 @@ def test_a_failed_download_leaves_no_empty_folders(tmp_path: Path, monkeypatch: 
 
 
 def test_load_split_unreadable_files_give_dataset_error(synthetic_root: Path) -> None:
-    # Present but broken: torchvision's own reader fails, and that must surface as a DatasetError.
+    # Present but broken: a DatasetError naming the file, as `data import` would refuse it.
     (raw_folder("mnist", synthetic_root) / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
-    with pytest.raises(DatasetError, match="cannot read mnist"):
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte: too short for an IDX header"):
         load_split("mnist", True, synthetic_root)
 
 

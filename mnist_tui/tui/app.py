@@ -18,6 +18,7 @@ from textual.screen import Screen
 from mnist_tui.config import PRESETS, ConfigError, TrainConfig
 from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs
 from mnist_tui.session import TrainingSession
+from mnist_tui.tui.markup import escape
 from mnist_tui.tui.screens.dialogs import quit_dialog
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
@@ -74,7 +75,7 @@ class MnistTuiApp(App[None]):
             self.attach_run(self.attach_on_start)
         elif (live := self.training_run()) is not None:
             self.attach_run(live.run)
-            self.notify(f"Reattached to run {live.run.run_id} ({live.activity}).")
+            self.notify(f"Reattached to run {escape(live.run.run_id)} ({escape(live.activity)}).")
 
     def training_run(self) -> LiveRun | None:
         """The newest run whose trainer is alive, whichever screen shows it and whoever started it: one
@@ -129,8 +130,8 @@ class MnistTuiApp(App[None]):
         """Say so and return True if a run is training (or paused): a second trainer would halve both."""
         live = self.training_run()
         if live is not None:
-            self.notify(f"Run {live.run.run_id} is {live.activity}: stop it first (F6, Enter on it, then s "
-                        "twice).", title="One run at a time", severity="warning")
+            self.notify(f"Run {escape(live.run.run_id)} is {escape(live.activity)}: stop it first (F6, Enter on "
+                        "it, then s twice).", title="One run at a time", severity="warning")
         return live is not None
 
     def start_run(self, config: TrainConfig) -> None:
@@ -140,7 +141,8 @@ class MnistTuiApp(App[None]):
         try:
             session = TrainingSession.start(config, self.runs_dir, self.data_dir, self.download)
         except OSError as error:
-            self.notify(f"Cannot start a run in {self.runs_dir}: {error}", title="Cannot start", severity="error")
+            self.notify(f"Cannot start a run in {escape(self.runs_dir)}: {escape(error)}", title="Cannot start",
+                        severity="error")
             return
         self.follow(session)
         self.show_screen("training")
@@ -151,8 +153,8 @@ class MnistTuiApp(App[None]):
         Looking at another run does not touch the one training: it goes on in its own process."""
         live = self.training_run()
         if live is not None and live.run.path != run.path:
-            self.notify(f"Run {live.run.run_id} is still {live.activity}; Enter on it in Runs (F6) follows it "
-                        "again.", title="One run at a time")
+            self.notify(f"Run {escape(live.run.run_id)} is still {escape(live.activity)}; Enter on it in Runs (F6) "
+                        "follows it again.", title="One run at a time")
         self.follow(TrainingSession.attach(run))
         self.show_screen("training")
 
@@ -163,7 +165,7 @@ class MnistTuiApp(App[None]):
         try:
             session = TrainingSession.continue_run(run, self.data_dir, self.download)
         except (OSError, ConfigError) as error:
-            self.notify(f"Cannot resume {run.run_id}: {error}", title="Cannot resume", severity="error")
+            self.notify(f"Cannot resume {escape(run.run_id)}: {escape(error)}", title="Cannot resume", severity="error")
             return
         self.follow(session)
         self.show_screen("training")
@@ -209,7 +211,7 @@ class MnistTuiApp(App[None]):
             if answer in ("stop", "leave"):
                 self.exit()
 
-        self.push_screen(quit_dialog(f"Run {live.run.run_id} is still {live.activity}. Quit and…",
+        self.push_screen(quit_dialog(f"Run {escape(live.run.run_id)} is still {escape(live.activity)}. Quit and…",
                                      paused=live.activity == "paused"), answered)
 
     def _ask_to_stop(self) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from mnist_tui.config import TrainConfig
 from mnist_tui.events import BatchProgress, CheckpointSaved, EpochEnded, Event, RunFinished, RunStarted
 
 
 def run_events(run_dir: str = "runs/demo", epochs: int = 2, steps: int = 10) -> list[Event]:
     """A deterministic two-epoch run, as a trainer would report it."""
-    config = {"model": "mlp", "dataset": "mnist", "batch_size": 256, "epochs": epochs, "optimizer": "adam",
-              "lr": 0.001}
+    config = TrainConfig(epochs=epochs).to_dict()  # the tutorial's settings, complete as a trainer logs them
     events: list[Event] = [RunStarted("demo", run_dir, config, "cpu", "CPU (2 threads)", 109386, 60000, 10000,
                                       "test", steps, 0, 0.0)]
     accuracies = [0.9259, 0.9431]

@@ -495,6 +495,7 @@ class RecordingSession:
     def __init__(self) -> None:
         self.run = RunDir(Path("runs/demo"))
         self.commands: list[str] = []
+        self.skipped_lines = 0
 
     def pause(self) -> None:
         self.commands.append("pause")

@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Label
 
+from mnist_tui.tui.markup import escape
+
 
 class ChoiceDialog(ModalScreen[str | None]):
     """A question with a few buttons; Escape cancels. Dismisses with the chosen button's id."""
@@ -64,7 +66,7 @@ class OpenCheckpointDialog(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog browse"):
-            yield Label(f"Pick a checkpoint (.pt, .pth) under {self.start}: arrows to move, Enter to open, "
+            yield Label(f"Pick a checkpoint (.pt, .pth) under {escape(self.start)}: arrows to move, Enter to open, "
                         "Escape to cancel. Elsewhere: type its path with /", classes="question")
             yield CheckpointTree(self.start)
 

@@ -13,12 +13,12 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.markup import escape
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from mnist_tui.tui.paths import expand_path
+from mnist_tui.tui.markup import escape
+from mnist_tui.tui.paths import expand_path, resolved
 from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog
 from mnist_tui.tui.widgets.digit import DigitImage
 from mnist_tui.tui.widgets.tabs import ScreenTabs
@@ -159,12 +159,12 @@ class EvaluationScreen(Screen[None]):
         for item in found:
             if isinstance(item, tuple):
                 path, _ = item
-                table.add_row(path.parent.name, path.name, "", "", "", Text("unreadable", style="red"), "")
+                table.add_row(Text(path.parent.name), Text(path.name), "", "", "", Text("unreadable", style="red"), "")
             else:
                 path = item.path
                 accuracy = "-" if item.val_accuracy is None else f"{item.val_accuracy:.2%}"
-                table.add_row(item.run_id, item.kind, item.position, item.model, item.dataset, accuracy,
-                              local_time(item.created))
+                table.add_row(Text(item.run_id), item.kind, item.position, item.model, item.dataset, accuracy,
+                              Text(local_time(item.created)))
             self.paths.append(path)
         if self.result is None and self.current is None:  # nothing evaluated: say what to do
             self.query_one("#eval-summary", Static).update(
@@ -177,10 +177,10 @@ class EvaluationScreen(Screen[None]):
 
     def _select(self, path: Path) -> bool:
         """Put the list's cursor on `path`'s row, if it is listed; whether it is."""
-        resolved = [p.resolve() for p in self.paths]
-        if path.resolve() not in resolved:
+        listed = [resolved(p) for p in self.paths]
+        if resolved(path) not in listed:
             return False
-        self.query_one("#checkpoints", DataTable).move_cursor(row=resolved.index(path.resolve()))
+        self.query_one("#checkpoints", DataTable).move_cursor(row=listed.index(resolved(path)))
         return True
 
     @on(DataTable.RowSelected, "#checkpoints")
@@ -208,7 +208,7 @@ class EvaluationScreen(Screen[None]):
 
         # The folder mnist-tui was started in holds the runs, and the tutorial's models/ folder, as a rule.
         cwd = Path.cwd()
-        outside = self.runs_dir.is_dir() and not self.runs_dir.resolve().is_relative_to(cwd.resolve())
+        outside = self.runs_dir.is_dir() and not resolved(self.runs_dir).is_relative_to(resolved(cwd))
         start = self.runs_dir if outside else cwd
         self.app.push_screen(OpenCheckpointDialog(start), picked)
 
@@ -227,7 +227,7 @@ class EvaluationScreen(Screen[None]):
             try:
                 load_checkpoint(path)  # refuses at once, with the folder's checkpoints if it is one
             except CheckpointError as error:
-                self.notify(str(error), title="Cannot evaluate", severity="error", timeout=8)
+                self.notify(escape(error), title="Cannot evaluate", severity="error", timeout=8)
                 return
         self.current = path
         self._select(path)
@@ -271,7 +271,7 @@ class EvaluationScreen(Screen[None]):
 
     def _show_error(self, message: str) -> None:
         self.query_one("#eval-progress").display = False
-        self.notify(message, title="Cannot evaluate", severity="error", timeout=8)
+        self.notify(escape(message), title="Cannot evaluate", severity="error", timeout=8)
         if self.shown is None:
             self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
             return
@@ -289,9 +289,10 @@ class EvaluationScreen(Screen[None]):
         self.shown = (self.current or Path(result.checkpoint), result, bare_state_dict)
         labels = list(DATASET_SPECS[result.dataset].classes)
         path = Path(result.checkpoint)
-        runs_dir = self.runs_dir.resolve()  # the trainer names its checkpoints by absolute path
-        shown = path.resolve().relative_to(runs_dir) if path.resolve().is_relative_to(runs_dir) else path
+        runs_dir = resolved(self.runs_dir)  # the trainer names its checkpoints by absolute path
+        shown = resolved(path).relative_to(runs_dir) if resolved(path).is_relative_to(runs_dir) else path
         note = f" · [yellow]{BARE_STATE_DICT_NOTE}[/]" if bare_state_dict else ""
+        note += f"\n[bold yellow]warning: {escape(result.warning)}[/]" if result.warning else ""
         self.query_one("#eval-summary", Static).update(
             (f"[bold red]{escape(refused)}[/]\n" if refused else "") +
             f"[b]{escape(str(shown))}[/b]  {result.dataset} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from rich.text import Text
@@ -15,6 +16,7 @@ from textual.widgets import DataTable, Footer, Static
 from mnist_tui.config import ConfigError
 from mnist_tui.reporting import format_duration, format_percent, styled_status
 from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, RunSummary, list_runs
+from mnist_tui.tui.markup import escape
 from mnist_tui.tui.screens.dialogs import ChoiceDialog
 from mnist_tui.tui.widgets.charts import RunsChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
@@ -88,12 +90,12 @@ class RunsScreen(Screen[None]):
         self.summaries = summaries
         self.query_one(RunsChart).curves = {s.run_id: s.val_accuracies for s in summaries}
         for s in summaries:
-            table.add_row(self._run_cell(s.run_id), styled_status(s.status), s.model, s.dataset,
+            table.add_row(self._run_cell(s.run_id), styled_status(s.status), Text(s.model), Text(s.dataset),
                           f"{s.epochs_done}/{s.epochs}", format_percent(s.best_val_accuracy),
                           format_duration(s.duration))
         if not summaries:
             self.query_one("#runs-detail", Static).update(
-                f"No runs in {self.app.runs_dir} yet. Set one up on Settings (F2).")  # type: ignore[attr-defined]
+                f"No runs in {escape(self.app.runs_dir)} yet. Set one up on Settings (F2).")  # type: ignore[attr-defined]
         table.move_cursor(row=min(cursor, max(len(summaries) - 1, 0)))
         self._redraw_chart()
 
@@ -105,7 +107,7 @@ class RunsScreen(Screen[None]):
         """The cursor row's run, if its files can be read; otherwise say why and return None."""
         run = self.selected()
         if run is not None and run.status == "unreadable":
-            self.notify(f"Cannot read this run's files: {run.message}", severity="error")
+            self.notify(f"Cannot read this run's files: {escape(run.message)}", severity="error")
             return None
         return run
 
@@ -113,8 +115,9 @@ class RunsScreen(Screen[None]):
     def highlighted(self) -> None:
         run = self.selected()
         if run is not None:
-            note = f" · [red]{run.message}[/]" if run.message else ""
-            self.query_one("#runs-detail", Static).update(f"{run.path}{note}")
+            note = f" · [red]{escape(run.message)}[/]" if run.message else ""
+            skipped = f" · [yellow]{run.skipped_note}[/]" if run.skipped_lines else ""
+            self.query_one("#runs-detail", Static).update(f"{escape(str(run.path))}{note}{skipped}")
         self._redraw_chart()
 
     def _redraw_chart(self) -> None:
@@ -147,9 +150,9 @@ class RunsScreen(Screen[None]):
         if run is None:
             return
         if run.status not in RESUMABLE_STATUSES:
-            self.notify(f"Only a stopped, failed or crashed run can be resumed; this one is {run.status}.",
+            self.notify(f"Only a stopped, failed or crashed run can be resumed; this one is {escape(run.status)}.",
                         severity="warning")
-        elif not (run.path / "last.pt").is_file():
+        elif not os.path.lexists(run.path / "last.pt"):  # a broken one: the trainer says what is wrong
             self.notify("This run saved no checkpoint before it ended, so it cannot be resumed.", severity="warning")
         else:
             self.app.resume_run(RunDir(run.path))  # type: ignore[attr-defined]
@@ -161,10 +164,10 @@ class RunsScreen(Screen[None]):
         try:
             config = RunDir(run.path).config()
         except ConfigError as error:  # deleted or damaged since the list was read
-            self.notify(f"Cannot read the settings of {run.run_id}: {error}", severity="error")
+            self.notify(f"Cannot read the settings of {escape(run.run_id)}: {escape(error)}", severity="error")
             return
         self.app.settings_from(config)  # type: ignore[attr-defined]
-        self.notify(f"Settings of {run.run_id} loaded: adjust them and press F5.")
+        self.notify(f"Settings of {escape(run.run_id)} loaded: adjust them and press F5.")
 
     def action_delete(self) -> None:
         run = self.selected()
@@ -183,12 +186,12 @@ class RunsScreen(Screen[None]):
             try:
                 shutil.rmtree(run.path)
             except OSError as error:
-                self.notify(f"Cannot delete {run.path}: {error}", severity="error")
+                self.notify(f"Cannot delete {escape(run.path)}: {escape(error)}", severity="error")
             else:
                 self.marked.discard(run.run_id)
                 self.app.forget_run(RunDir(run.path))  # type: ignore[attr-defined]
-                self.notify(f"Deleted {run.run_id}.")
+                self.notify(f"Deleted {escape(run.run_id)}.")
             self.action_refresh()
 
-        self.app.push_screen(ChoiceDialog(f"Delete run {run.run_id} and its checkpoints? This cannot be undone.",
-                                          [("delete", "Delete", "error")]), answered)
+        question = f"Delete run {escape(run.run_id)} and its checkpoints? This cannot be undone."
+        self.app.push_screen(ChoiceDialog(question, [("delete", "Delete", "error")]), answered)

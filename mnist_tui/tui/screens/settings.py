@@ -9,7 +9,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -35,6 +34,7 @@ from mnist_tui.config import (
 )
 from mnist_tui.data import dataset_present, raw_folder
 from mnist_tui.reporting import format_memory, short_gpu_name
+from mnist_tui.tui.markup import escape
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
@@ -170,7 +170,7 @@ class SettingsScreen(Screen[None]):
     def _mark(self, name: str, message: str | None) -> None:
         field = self.query_one(f"#field-{name}")
         field.set_class(message is not None, "-invalid")
-        field.query_one(".field-error", Static).update(message or "")
+        field.query_one(".field-error", Static).update(escape(message or ""))
 
     # Validation -------------------------------------------------------------------------------------
 
@@ -294,21 +294,21 @@ class SettingsScreen(Screen[None]):
         try:
             save_config(config, path)
         except ConfigError as error:
-            self.notify(str(error), title="Cannot save settings", severity="error")
+            self.notify(escape(error), title="Cannot save settings", severity="error")
             return
         except OSError as error:
-            self.notify(f"Cannot write {path}: {error.strerror}", severity="error")
+            self.notify(f"Cannot write {escape(path)}: {escape(error.strerror)}", severity="error")
             return
-        self.notify(f"Saved settings to {path}")
+        self.notify(f"Saved settings to {escape(path)}")
 
     def action_load(self) -> None:
         path = self._settings_path()
         try:
             self.load_values(load_config(path))
         except ConfigError as error:
-            self.notify(str(error), title="Cannot load settings", severity="error")
+            self.notify(escape(error), title="Cannot load settings", severity="error")
             return
-        self.notify(f"Loaded settings from {path}")
+        self.notify(f"Loaded settings from {escape(path)}")
 
     @on(Button.Pressed, "#start")
     def start_pressed(self) -> None:
@@ -328,11 +328,11 @@ class SettingsScreen(Screen[None]):
         dataset = str(self.query_one("#input-dataset", Select).value)
         folder = raw_folder(dataset, self.data_dir)
         if dataset_present(dataset, self.data_dir):
-            text = f"Dataset: [green]{dataset} present[/] in {folder}"
+            text = f"Dataset: [green]{dataset} present[/] in {escape(folder)}"
         elif self.download:
-            text = f"Dataset: [yellow]{dataset} will be downloaded[/] into {folder} when the run starts"
+            text = f"Dataset: [yellow]{dataset} will be downloaded[/] into {escape(folder)} when the run starts"
         else:
-            text = (f"Dataset: [red]{dataset} missing[/] from {folder} and downloads are off. Import it with "
+            text = (f"Dataset: [red]{dataset} missing[/] from {escape(folder)} and downloads are off. Import it with "
                     f"`mnist-tui data import DIR --dataset {dataset}`")
         self.query_one("#dataset-status", Static).update(text)
 
@@ -353,7 +353,7 @@ class SettingsScreen(Screen[None]):
 
         if torch.cuda.is_available():
             extra = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        text = f"Device: auto → [b]{device}[/b], {describe_device(device)}"
+        text = f"Device: auto → [b]{device}[/b], {escape(describe_device(device))}"
         self.app.call_from_thread(self._devices_found, text, extra)
 
     def _show_device_status(self, text: str) -> None:

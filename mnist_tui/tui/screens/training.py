@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -31,8 +30,10 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.reporting import format_duration, format_gpu_memory
+from mnist_tui.runs import skipped_note
 from mnist_tui.session import TrainingSession
 from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot
+from mnist_tui.tui.markup import escape
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 from mnist_tui.tui.widgets.telemetry import DeviceStrip
@@ -90,6 +91,8 @@ class TrainingScreen(Screen[None]):
         self.sampler: TelemetrySampler | None = None
         """Reads the hardware on its own thread while a run is live; the strip shows its latest reading."""
         self.shown_reading: TelemetrySnapshot | None = None
+        self.skipped_shown = 0
+        """Unreadable log lines the panel has told of: it says so again when more are skipped."""
 
     @property
     def active(self) -> bool:
@@ -124,7 +127,7 @@ class TrainingScreen(Screen[None]):
 
     def follow(self, session: TrainingSession) -> None:
         """Reset the panel for a run; its whole history replays from the event log."""
-        self._reset(session, "starting", f"Starting run {session.run.run_id}…")
+        self._reset(session, "starting", f"Starting run {escape(session.run.run_id)}…")
 
     def forget(self, description: str) -> None:
         """Empty the panel (its run was deleted), saying why."""
@@ -140,6 +143,7 @@ class TrainingScreen(Screen[None]):
         self.stop_confirm_until, self.awaiting = 0.0, None
         self.device = self.device_uuid = ""
         self._stop_sampler()
+        self.skipped_shown = 0
         self.description = description
         if self.is_mounted:
             self.query_one(LossChart).clear()
@@ -160,7 +164,8 @@ class TrainingScreen(Screen[None]):
         more to draw than the rest, only when its data changed and at most every `chart_seconds` while
         the run is live. The device strip shows the sampler's latest reading, if it is new."""
         self._show_telemetry()
-        if not self.pending and not self.charts_stale:
+        skipped = self.session.skipped_lines if self.session is not None else 0
+        if not self.pending and not self.charts_stale and skipped == self.skipped_shown:
             return
         try:
             loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
@@ -177,6 +182,9 @@ class TrainingScreen(Screen[None]):
                     self.refresh_bindings()  # the footer's pause, resume and stop follow the state
                 self._follow_device()
                 self.redraw()
+            if skipped != self.skipped_shown:
+                self.skipped_shown = skipped
+                self.query_one(RichLog).write(f"[yellow]{skipped_note(skipped)} in events.jsonl[/]")
             now = time.monotonic()
             self.charts_stale = loss_chart.stale or accuracy_chart.stale
             if self.charts_stale and (now - self.charted_at >= self.chart_seconds or not self.active):
@@ -198,13 +206,13 @@ class TrainingScreen(Screen[None]):
             self.epoch = event.start_epoch
             # Read from a log that may be damaged: strings, whatever it holds.
             self.device, self.device_uuid = str(event.device), _bare_uuid(str(event.device_uuid or ""))
-            self.description = (f"[b]{event.run_id}[/b]  {config['model']} on {config['dataset']} · "
-                                f"{event.device_name} · {event.parameters:,} params")
+            self.description = (f"[b]{escape(event.run_id)}[/b]  {config['model']} on {config['dataset']} · "
+                                f"{escape(event.device_name)} · {event.parameters:,} params")
             log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
-                      f"{escape(str(config.get('precision', 'fp32')))}, "
-                      f"{event.train_size:,} train / {event.val_size:,} {event.val_source}")
+                      f"{escape(config.get('precision', 'fp32'))}, "
+                      f"{event.train_size:,} train / {event.val_size:,} {escape(event.val_source)}")
             if event.note:
-                log.write(f"[yellow]note: {escape(str(event.note))}[/]")
+                log.write(f"[yellow]note: {escape(event.note)}[/]")
         elif isinstance(event, BatchProgress):
             self.epoch, self.step = event.epoch, event.step
             self.samples_per_second, self.lr, self.epoch_elapsed = event.samples_per_second, event.lr, event.elapsed
@@ -233,7 +241,7 @@ class TrainingScreen(Screen[None]):
             if event.gpu_memory_peak is not None:
                 log.write(f"[dim]gpu memory: {format_gpu_memory(event)} (peak allocated/reserved)[/]")
         elif isinstance(event, CheckpointSaved):
-            log.write(f"[dim]saved {event.kind}.pt (epoch {event.position})[/]")
+            log.write(f"[dim]saved {escape(event.kind)}.pt (epoch {event.position})[/]")
         elif isinstance(event, RunPaused):
             self.state = "paused"
             self._answered("pause")
@@ -253,14 +261,14 @@ class TrainingScreen(Screen[None]):
                       f"Press [b]e[/b] to evaluate {evaluate}.")
         elif isinstance(event, RunFailed):
             if not self.steps and self.session is not None:  # no RunStarted: it never began training
-                self.description = f"[b]{self.session.run.run_id}[/b] failed before training began"
+                self.description = f"[b]{escape(self.session.run.run_id)}[/b] failed before training began"
             # A trainer that died without a word is `crashed`, as Runs lists it; one that said why, `failed`.
             crashed = self.session is not None and self.session.run.status() == "crashed"
             self.state = "crashed" if crashed else "failed"
             self._answered("stop")
-            log.write(f"[red][b]failed:[/b] {event.message}[/]")
+            log.write(f"[red][b]failed:[/b] {escape(event.message)}[/]")
             if not replayed:
-                self.notify(event.message, title=f"Run {self.state}", severity="error", timeout=10)
+                self.notify(escape(event.message), title=f"Run {self.state}", severity="error", timeout=10)
 
     def _answered(self, request: str) -> None:
         """The trainer did what it was asked: the "Pausing…" or "Stopping…" toast has said its piece."""
@@ -393,7 +401,7 @@ class TrainingScreen(Screen[None]):
         if live is None:
             self.notify("No run is training.", severity="warning")
         else:
-            self.notify(f"This run has ended; run {live.run.run_id} is live: Enter on it in Runs (F6).",
+            self.notify(f"This run has ended; run {escape(live.run.run_id)} is live: Enter on it in Runs (F6).",
                         severity="warning")
 
     def action_toggle_pause(self, shown_as: str = "") -> None:
@@ -409,7 +417,7 @@ class TrainingScreen(Screen[None]):
                 self.awaiting = "pause"
                 self.notify("Pausing after the current batch…")
         except OSError as error:
-            self.notify(f"Cannot reach the run's folder: {error}", severity="error")
+            self.notify(f"Cannot reach the run's folder: {escape(error)}", severity="error")
 
     def action_stop(self) -> None:
         """Stop asks first: a second `s` within a few seconds confirms. The question is a toast, not a
@@ -429,7 +437,7 @@ class TrainingScreen(Screen[None]):
         try:
             self.session.stop()
         except OSError as error:
-            self.notify(f"Cannot reach the run's folder: {error}", severity="error")
+            self.notify(f"Cannot reach the run's folder: {escape(error)}", severity="error")
             return
         self.awaiting = "stop"
         self.notify("Stopping: saving last.pt…")
