@@ -91,7 +91,7 @@ def build_parser() -> Parser:
     _add_locations(train)
     train.add_argument("--preset", choices=PRESETS, metavar="NAME",
                        help="start from a preset; a settings file and flags override it. "
-                       + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()))
+                       + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()).replace("%", "%%"))
     train.add_argument("--config", type=Path, help="settings file (TOML or JSON); flags override it")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")

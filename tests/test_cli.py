@@ -69,7 +69,9 @@ def test_train_help_gives_each_models_defaults(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 20; cnn: 3)" in help_text and "(default: none; cnn: onecycle)" in help_text
+    assert "(default: 20; cnn: 3; cnn-wide: 3)" in help_text
+    assert "(default: none; cnn: onecycle; cnn-wide: onecycle)" in help_text
+    assert "best: the wider convnet" in help_text and "(99.6% on MNIST)" in help_text
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -78,7 +80,7 @@ def test_train_help_gives_each_models_defaults(capsys: pytest.CaptureFixture[str
     (["train", "--bogus"], "--bogus (see `mnist-tui train --help`)"),
     (["train", "--batch-size", "0"], "batch_size must be an integer from 1 to 60000, got 0"),
     (["train", "--batch-size", "lots"], "batch_size must be an integer, got 'lots'"),
-    (["train", "--model", "vgg"], "model must be one of mlp, cnn, got 'vgg'"),
+    (["train", "--model", "vgg"], "model must be one of mlp, cnn, cnn-wide, got 'vgg'"),
     (["train", "--lr", "0", "--epochs", "0"], "epochs must be an integer from 1 to 1000, got 0"),
     (["train", "--config", "missing.toml"], "missing.toml"),
     (["eval"], "checkpoint"),

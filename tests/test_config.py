@@ -105,7 +105,7 @@ def test_from_mapping_keeps_base_values() -> None:
     ({"seed": -1}, "seed", "seed must be an integer from 0 to"),
     ({"num_threads": 1000}, "num_threads", "num_threads must be an integer from 0 to 256, got 1000"),
     ({"augment": "maybe"}, "augment", "augment must be true or false, got 'maybe'"),
-    ({"model": "resnet"}, "model", "model must be one of mlp, cnn, got 'resnet'"),
+    ({"model": "resnet"}, "model", "model must be one of mlp, cnn, cnn-wide, got 'resnet'"),
     ({"model": 3}, "model", "model must be text, got 3"),
     ({"dataset": "cifar"}, "dataset", "dataset must be one of mnist, fashion-mnist, kmnist, got 'cifar'"),
     ({"optimizer": "rmsprop"}, "optimizer", "optimizer must be one of adam, adamw, sgd, got 'rmsprop'"),
