@@ -167,6 +167,8 @@ class EventError(ValueError):
     """A line of an event log that is not a valid event: the readers skip it and count it."""
 
 
+MINUS_ONE_FOR_NONE = ("device_index",)
+"""Integer fields where -1 means there is none (no CUDA ordinal off a GPU)."""
 AT_LEAST_ONE = frozenset({"steps", "steps_per_epoch", "epochs"})
 """Counts that divide or bound others: a zero would be a division by zero or an empty bar."""
 FINISHED_STATUSES = ("completed", "stopped")
@@ -225,7 +227,8 @@ def _checked(event: str, name: str, annotation: str, value: object) -> Any:
             raise wrong()
         return value
     if annotation == "int":
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if name in AT_LEAST_ONE else 0):
+        lowest = 1 if name in AT_LEAST_ONE else -1 if name in MINUS_ONE_FOR_NONE else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
             raise wrong()
         return value
     if annotation == "float":

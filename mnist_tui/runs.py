@@ -300,15 +300,18 @@ def _inherited_lock(path: Path) -> int | None:
 
 
 def _pid_in(descriptor: int) -> int:
-    """The pid the lock's holder wrote, or 0; it writes it just after it locks, so an empty or half-written
-    file is read again for a moment (a trainer started at the same instant is the usual loser)."""
+    """The pid the lock's holder wrote, or 0; it writes it just after it locks, so an empty, half-written
+    or stale file (the pid of an earlier holder, now gone) is read again for a moment: a trainer started at
+    the same instant is the usual loser."""
     for _ in range(PID_READ_TRIES):
         try:
-            return int(os.pread(descriptor, 32, 0).decode())
+            pid = int(os.pread(descriptor, 32, 0).decode())
         except (OSError, ValueError):
-            time.sleep(0.01)
+            pid = 0
+        if process_alive(pid):
+            return pid
+        time.sleep(0.01)
     return 0
-
 
 
 def new_run_id(config: TrainConfig) -> str:
