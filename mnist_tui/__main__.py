@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             return run_app(make_app(args))
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,
-                   "attach": command_attach, "predict": command_predict}
+                   "attach": command_attach, "predict": command_predict, "export": command_export}
         return handler[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
@@ -383,6 +383,16 @@ def _add_use_commands(commands: argparse._SubParsersAction[Parser]) -> None:
                          help='print one JSON object per image: {"path", "prediction", "probabilities"}')
 
 
+    export = commands.add_parser("export", help="write a checkpoint as ONNX, TorchScript or an ExportedProgram, "
+                                 "verified against it")
+    _add_locations(export)
+    export.add_argument("checkpoint", type=Path, help="a .pt file eval takes")
+    export.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx",
+                        help="default: onnx (needs the export extra: pip install 'mnist-tui[export]')")
+    export.add_argument("-o", "--output", type=Path, help="the file to write (default: beside the checkpoint, "
+                        "best.onnx, best.torchscript.pt or best.pt2)")
+
+
 def default_checkpoint(args: argparse.Namespace) -> Path:
     """--checkpoint, else the best.pt of the newest run that has one; UsageError if there is none."""
     from mnist_tui.runs import latest_best
@@ -444,6 +454,51 @@ def command_predict(args: argparse.Namespace) -> int:
     for failure in failures:
         print(f"mnist-tui: error: {failure}", file=sys.stderr)
     return EXIT_USAGE if failures else 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    """Export, then verify on the test set's first 1,000 images; where the test set is not available, on
+    1,000 random images, which still proves the logits match but gives no accuracy."""
+    import torch
+
+    from mnist_tui.batches import load_split
+    from mnist_tui.checkpoints import CheckpointError, load_checkpoint
+    from mnist_tui.data import DATASET_SPECS, DatasetError, download_allowed, resolve_data_dir
+    from mnist_tui.export import SUFFIXES, VERIFY_SAMPLES, ExportError, export, missing_onnx_modules
+
+    if args.format == "onnx" and (missing := missing_onnx_modules()):
+        raise Failure(f"--format onnx needs {', '.join(missing)}: pip install 'mnist-tui[export]'")
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    target = args.output or args.checkpoint.with_name(args.checkpoint.stem + SUFFIXES[args.format])
+    if target.exists() and target.resolve() == args.checkpoint.resolve():
+        raise UsageError(f"{target} is the checkpoint itself; choose another -o")
+    if target.is_dir() or not target.parent.is_dir():
+        raise UsageError(f"{target}: {'a folder' if target.is_dir() else 'its folder does not exist'}; "
+                         "-o names the file to write")
+    dataset = checkpoint.config.dataset
+    data_root = resolve_data_dir(args.data_dir)
+    labels: torch.Tensor | None
+    try:
+        test = load_split(dataset, False, data_root, download_allowed(args.no_download))
+        images, labels = test.images[:VERIFY_SAMPLES].unsqueeze(1).float() / 255, test.labels[:VERIFY_SAMPLES]
+        source = f"{dataset} test images"
+    except DatasetError:
+        images = torch.rand(VERIFY_SAMPLES, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        labels, source = None, f"random images ({dataset}'s test set is not in {data_root}, so no accuracies)"
+    try:
+        result = export(checkpoint, args.format, target, images, labels, source)
+    except ExportError as error:
+        raise Failure(str(error)) from None
+    print(f"wrote {target} ({args.format}, {target.stat().st_size / 1e6:.1f} MB): input image float32 "
+          f"[N, 1, 28, 28] in [0, 1], output logits [N, {len(DATASET_SPECS[dataset].classes)}]")
+    accuracies = "" if result.checkpoint_accuracy is None or result.exported_accuracy is None else (
+        f"; accuracy {result.checkpoint_accuracy:.2%} (checkpoint), {result.exported_accuracy:.2%} (exported)")
+    print(f"verified on {result.samples:,} {result.source}: largest logit difference "
+          f"{result.largest_difference:.2g}{accuracies}")
+    return 0
 
 
 if __name__ == "__main__":
