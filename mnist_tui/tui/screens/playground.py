@@ -280,7 +280,7 @@ class PlaygroundScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="test")
     def _show_test(self, index: int | None, delta: int, mistakes: bool = False) -> None:
-        """A test digit: a random one (index None, no mistakes), the next or previous one, or the next the
+        """A test digit: a random one (no index, no delta), the next or previous one, or the next the
         loaded checkpoint gets wrong."""
         from mnist_tui.batches import DeviceError, load_split
         from mnist_tui.data import DatasetError
@@ -298,8 +298,8 @@ class PlaygroundScreen(Screen[None]):
                     return
                 start = -1 if index is None else index
                 index = next((i for i in wrong if i > start), wrong[0])
-            elif index is None:
-                index = random.randrange(len(split))
+            elif index is None:  # t: a random digit; ] or [ with none shown: the first or the last
+                index = random.randrange(len(split)) if delta == 0 else 0 if delta > 0 else len(split) - 1
             else:
                 index = (index + delta) % len(split)
         except (DatasetError, DeviceError) as error:
