@@ -68,6 +68,10 @@ def load_grey(path: Path) -> torch.Tensor:
         raise ImageError(f"{path}: an empty image ({image.width}x{image.height})")
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.BOX)
+    if image.mode.startswith("I") or image.mode == "F":  # 16-bit or float greys, which convert("L") clips to white
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or float(values.max(initial=0.0)) > 255 else 255.0
+        return torch.from_numpy(np.clip(values / top, 0.0, 1.0))
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     rgba = image.convert("RGBA") if has_alpha else None
     grey = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)

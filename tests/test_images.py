@@ -104,7 +104,10 @@ def test_files_of_any_mode_load_as_the_same_digit(tmp_path: Path) -> None:
     rgb = np.stack([grey, grey // 2, grey], axis=-1)
     rgba = np.zeros((*grey.shape, 4), dtype=np.uint8)  # black ink on a transparent (black) sheet
     rgba[..., 3] = np.where(ink_mask, 255, 0)
-    files = [save(tmp_path / "grey.png", grey, "L"), save(tmp_path / "colour.jpg", rgb, "RGB"),
+    sixteen = tmp_path / "sixteen.png"  # a 16-bit scan, which Pillow's convert("L") would turn all white
+    Image.fromarray(grey.astype(np.uint16) * 257).save(sixteen)
+    assert Image.open(sixteen).mode == "I;16"
+    files = [sixteen, save(tmp_path / "grey.png", grey, "L"), save(tmp_path / "colour.jpg", rgb, "RGB"),
              save(tmp_path / "colour.bmp", rgb, "RGB"), save(tmp_path / "alpha.png", rgba, "RGBA")]
     for path in files:
         assert (load_digit(path) - expected).abs().mean() < 0.03, path.name
