@@ -12,7 +12,7 @@ import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -29,6 +29,8 @@ from mnist_tui.tui.widgets.canvas import DrawingCanvas, Pixels
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from mnist_tui.batches import Split
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -41,7 +43,7 @@ class Loaded:
     """A checkpoint ready to predict with (its model is an nn.Module, on the CPU, in eval mode)."""
 
     path: Path
-    model: Any
+    model: nn.Module
     mean: float
     std: float
     dataset: str
@@ -114,10 +116,9 @@ class PlaygroundScreen(Screen[None]):
         for attribute in ("pen_down", "erasing", "brush"):
             self.watch(canvas, attribute, self.show_status, init=False)
         self.show_status()
-        self._discover()
 
     def on_screen_resume(self) -> None:
-        self._discover()
+        self._discover()  # the first showing too: a run may have finished a checkpoint since the last
 
     @property
     def canvas(self) -> DrawingCanvas:
