@@ -1,8 +1,8 @@
 """Redraw the README's screenshots from real runs, so the numbers in them are ones this machine measured.
 
 Drives the dashboard with Textual's Pilot at 120x40 in a scratch folder: trains the tutorial's MLP for 20
-epochs and the `cnn` for its 3, then saves the settings, training, evaluation, mistakes and runs screens
-as SVG into docs/. Takes a minute or two on a 2-core CPU.
+epochs and the `cnn` for its 3, then saves the settings, training, evaluation, mistakes, runs and playground
+screens as SVG into docs/. Takes a minute or two on a 2-core CPU.
 
     python docs/screenshots.py [--data-dir DIR]
 """
@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Select, Static
 from mnist_tui.data import resolve_data_dir
 from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
+from mnist_tui.tui.screens.playground import PlaygroundScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 
 DOCS = Path(__file__).resolve().parent
@@ -85,6 +86,23 @@ async def shoot(app: MnistTuiApp) -> None:
         await pilot.pause(2.5)
         app.save_screenshot("runs.svg", str(DOCS))
 
+        await shoot_playground(app, pilot)
+
+
+async def shoot_playground(app: MnistTuiApp, pilot: Pilot[None]) -> None:
+    """The playground with the newest run's best.pt (the MLP) reading the first test digit, a 7, with the
+    brush parked beside it."""
+    await pilot.press("f7")
+    playground = app.screen
+    assert isinstance(playground, PlaygroundScreen)
+    await wait_for(pilot, lambda: playground.loaded is not None, "the playground's checkpoint")
+    await pilot.press("right_square_bracket")
+    await wait_for(pilot, lambda: playground.test_index == 0 and playground.probabilities is not None,
+                   "the first test digit")
+    await pilot.press(*["right"] * 8, "up", "up")
+    await pilot.pause(0.5)
+    app.save_screenshot("playground.svg", str(DOCS))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -97,7 +115,7 @@ def main() -> None:
         Path("datasets").symlink_to(data_root)
         app = MnistTuiApp(data_dir=Path("datasets"), runs_dir=Path("runs"), download=False)
         asyncio.run(shoot(app))
-    print(f"saved 5 screenshots in {DOCS}")
+    print(f"saved 6 screenshots in {DOCS}")
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ def build_parser() -> Parser:
                           "first (default: 10 in the table, all with --json)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
+    _add_use_commands(commands)
+
     runs = commands.add_parser("runs", help="list runs with status, model, epochs and best accuracy")
     _add_locations(runs)
     runs.add_argument("--json", action="store_true", help="print a JSON array")
@@ -166,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             return run_app(make_app(args))
         handler = {"train": command_train, "eval": command_eval, "runs": command_runs, "data": command_data,
-                   "attach": command_attach, "devices": command_devices}
+                   "attach": command_attach, "devices": command_devices, "predict": command_predict,
+                   "export": command_export}
         return handler[args.command](args)
     except (UsageError, ConfigError) as error:
         print(f"mnist-tui: error: {error}", file=sys.stderr)
@@ -437,6 +440,135 @@ def command_data(args: argparse.Namespace) -> int:
     except OSError as error:
         raise Failure(f"cannot write the dataset: {error}") from None
     print(f"imported {args.dataset} into {target}")
+    return 0
+
+
+def _add_use_commands(commands: argparse._SubParsersAction[Parser]) -> None:
+    """`predict` and `export`: using a trained model outside mnist-tui."""
+    predict = commands.add_parser("predict", help="classify your own images (PNG, JPEG, BMP) with a checkpoint")
+    _add_locations(predict)
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
+                         help="image files, or folders whose PNG, JPEG and BMP files are all classified")
+    predict.add_argument("--checkpoint", type=Path, help="a .pt file eval takes (default: the newest run's best.pt)")
+    predict.add_argument("--json", action="store_true",
+                         help='print one JSON object per image: {"path", "prediction", "probabilities"}')
+
+
+    export = commands.add_parser("export", help="write a checkpoint as ONNX, TorchScript or an ExportedProgram, "
+                                 "verified against it")
+    _add_locations(export)
+    export.add_argument("checkpoint", type=Path, help="a .pt file eval takes")
+    export.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx",
+                        help="default: onnx (needs the export extra: pip install 'mnist-tui[export]')")
+    export.add_argument("-o", "--output", type=Path, help="the file to write (default: beside the checkpoint, "
+                        "best.onnx, best.torchscript.pt or best.pt2)")
+
+
+def default_checkpoint(args: argparse.Namespace) -> Path:
+    """--checkpoint, else the best.pt of the newest run that has one; UsageError if there is none."""
+    from mnist_tui.runs import latest_best
+
+    if args.checkpoint is not None:
+        return Path(args.checkpoint)
+    runs_dir = resolve_runs_dir(args.runs_dir)
+    found = latest_best(runs_dir)
+    if found is None:
+        raise UsageError(f"no run in {runs_dir} has a best.pt yet; train one, or pass --checkpoint FILE")
+    return found
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    """Classify images with MNIST's own preprocessing; a file that cannot be classified is one line on
+    stderr, the others are still classified, and the exit code is then 2."""
+    import torch
+
+    from mnist_tui.checkpoints import CheckpointError, load_checkpoint
+    from mnist_tui.data import DATASET_SPECS
+    from mnist_tui.evaluation import classify
+    from mnist_tui.images import IMAGE_SUFFIXES, ImageError, image_files, load_digit
+
+    try:
+        checkpoint = load_checkpoint(default_checkpoint(args))
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    failures: list[str] = []
+    paths: list[Path] = []
+    for given in args.images:
+        if given.is_dir():
+            try:
+                found = image_files(given)
+            except OSError as error:
+                failures.append(f"{given}: cannot list the folder ({error.strerror or error})")
+                continue
+            if not found:
+                failures.append(f"{given}: no images in this folder ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.extend(found)
+        else:
+            paths.append(given)
+    digits: list[tuple[Path, torch.Tensor]] = []
+    for path in paths:
+        try:
+            digits.append((path, load_digit(path)))
+        except ImageError as error:
+            failures.append(str(error))
+    classes = DATASET_SPECS[checkpoint.config.dataset].classes
+    model = checkpoint.build_model()
+    probabilities = classify(model, torch.stack([d for _, d in digits]), checkpoint.mean, checkpoint.std) \
+        if digits else torch.zeros(0, len(classes))
+    for (path, _), row in zip(digits, probabilities.tolist(), strict=True):
+        ranked = sorted(range(len(row)), key=row.__getitem__, reverse=True)
+        if args.json:
+            print(json.dumps({"path": str(path), "prediction": ranked[0], "probabilities": row}))
+        else:
+            top, second = ranked[0], ranked[1]
+            print(f"{path}: {classes[top]} ({row[top]:.1%}), then {classes[second]} ({row[second]:.1%})")
+    for failure in failures:
+        print(f"mnist-tui: error: {failure}", file=sys.stderr)
+    return EXIT_USAGE if failures else 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    """Export, then verify on the test set's first 1,000 images; where the test set is not available, on
+    1,000 random images, which still proves the logits match but gives no accuracy."""
+    import torch
+
+    from mnist_tui.batches import load_split
+    from mnist_tui.checkpoints import CheckpointError, load_checkpoint
+    from mnist_tui.data import DATASET_SPECS, DatasetError, download_allowed, resolve_data_dir
+    from mnist_tui.export import SUFFIXES, VERIFY_SAMPLES, ExportError, export, missing_onnx_modules
+
+    if args.format == "onnx" and (missing := missing_onnx_modules()):
+        raise Failure(f"--format onnx needs {', '.join(missing)}: pip install 'mnist-tui[export]'")
+    try:
+        checkpoint = load_checkpoint(args.checkpoint)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
+    target = args.output or args.checkpoint.with_name(args.checkpoint.stem + SUFFIXES[args.format])
+    if target.exists() and target.resolve() == args.checkpoint.resolve():
+        raise UsageError(f"{target} is the checkpoint itself; choose another -o")
+    if target.is_dir() or not target.parent.is_dir():
+        raise UsageError(f"{target}: {'a folder' if target.is_dir() else 'its folder does not exist'}; "
+                         "-o names the file to write")
+    dataset = checkpoint.config.dataset
+    data_root = resolve_data_dir(args.data_dir)
+    labels: torch.Tensor | None
+    try:
+        test = load_split(dataset, False, data_root, download_allowed(args.no_download))
+        images, labels = test.images[:VERIFY_SAMPLES].unsqueeze(1).float() / 255, test.labels[:VERIFY_SAMPLES]
+        source = f"{dataset} test images"
+    except DatasetError:
+        images = torch.rand(VERIFY_SAMPLES, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        labels, source = None, f"random images ({dataset}'s test set is not in {data_root}, so no accuracies)"
+    try:
+        result = export(checkpoint, args.format, target, images, labels, source)
+    except ExportError as error:
+        raise Failure(str(error)) from None
+    print(f"wrote {target} ({args.format}, {target.stat().st_size / 1e6:.1f} MB): input image float32 "
+          f"[N, 1, 28, 28] in [0, 1], output logits [N, {len(DATASET_SPECS[dataset].classes)}]")
+    accuracies = "" if result.checkpoint_accuracy is None or result.exported_accuracy is None else (
+        f"; accuracy {result.checkpoint_accuracy:.2%} (checkpoint), {result.exported_accuracy:.2%} (exported)")
+    print(f"verified on {result.samples:,} {result.source}: largest logit difference "
+          f"{result.largest_difference:.2g}{accuracies}")
     return 0
 
 

@@ -20,10 +20,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def temporary_beside(path: Path) -> tuple[int, str]:
+def temporary_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
     """A new file in `path`'s folder to write and then rename over `path`, with the permissions a plain
     `open` would give (mkstemp's 0600 would hide checkpoints from teammates on a shared GPU box)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(handle, 0o666 & ~umask)

@@ -29,6 +29,20 @@ def predict(model: nn.Module, split: Split, mean: float, std: float,
     return torch.cat(outputs)
 
 
+@torch.no_grad()
+def classify(model: nn.Module, digits: torch.Tensor, mean: float, std: float,
+             batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """Class probabilities (N, classes) for float digits (N, 28, 28) with pixels in [0, 1], on the
+    model's device, in eval mode: what `predict` and the playground show."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = [model(((digits[i:i + batch_size, None] - mean) / std).to(device)).softmax(dim=1).cpu()
+               for i in range(0, len(digits), batch_size)]
+    model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.zeros(0, 10)
+
+
 @dataclass(frozen=True)
 class ClassScore:
     label: str

@@ -419,6 +419,11 @@ def iter_runs(runs_root: Path) -> Iterator[RunDir]:
             yield RunDir(path)
 
 
+def latest_best(runs_root: Path) -> Path | None:
+    """The best.pt of the newest run that has saved one: a run still in its first epoch has none yet."""
+    return next((run.path / "best.pt" for run in iter_runs(runs_root) if (run.path / "best.pt").is_file()), None)
+
+
 def list_runs(runs_root: Path) -> list[RunSummary]:
     """Every run, newest first; one whose files cannot be read is listed as `unreadable`, with why."""
     summaries = []

@@ -9,7 +9,7 @@ import sys
 from conftest import REPO_ROOT
 
 CORE_MODULES = ("config", "data", "batches", "models", "engine", "control", "checkpoints", "evaluation", "events",
-                "runs", "reporting", "session", "telemetry", "__main__")
+                "images", "export", "runs", "reporting", "session", "telemetry", "__main__")
 
 
 def test_core_does_not_import_textual() -> None:

@@ -1,5 +1,5 @@
-"""The dashboard: four screens over the headless core (F2 settings, F3 training, F4 evaluation, F6 runs),
-everything by keyboard."""
+"""The dashboard: five screens over the headless core (F2 settings, F3 training, F4 evaluation, F6 runs,
+F7 playground), everything by keyboard."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from mnist_tui.session import TrainingSession
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.screens.dialogs import quit_dialog
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
+from mnist_tui.tui.screens.playground import PlaygroundScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
@@ -87,7 +88,7 @@ class MnistTuiApp(App[None]):
         return None
 
     def named_screen(self, name: str) -> Screen[None]:
-        """One of the four screens, built and installed the first time it is needed, so that start-up
+        """One of the screens, built and installed the first time it is needed, so that start-up
         composes only the first."""
         if not self.is_screen_installed(name):
             factories: dict[str, Callable[[], Screen[None]]] = {
@@ -95,6 +96,7 @@ class MnistTuiApp(App[None]):
                 "training": lambda: TrainingScreen(self.refresh_seconds, self.chart_seconds),
                 "evaluation": lambda: EvaluationScreen(self.runs_dir, self.data_dir, self.download),
                 "runs": RunsScreen,
+                "playground": lambda: PlaygroundScreen(self.runs_dir, self.data_dir, self.download),
             }
             self.install_screen(factories[name](), name=name)
         return self.get_screen(name)
@@ -225,6 +227,8 @@ class MnistTuiApp(App[None]):
         yield SystemCommand("Evaluation", "Evaluate checkpoints (F4)", lambda: self.show_screen("evaluation"))
         yield SystemCommand("Runs", "Browse, compare, resume, clone or delete runs (F6)",
                             lambda: self.show_screen("runs"))
+        yield SystemCommand("Playground", "Draw a digit and watch a checkpoint read it (F7)",
+                            lambda: self.show_screen("playground"))
         yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",
                             lambda: self.named_screen("settings").run_action("start"))
         yield SystemCommand("Pause or resume the run", "p on Training",

@@ -630,7 +630,7 @@ async def wait_for(pilot: Pilot[None], condition: Callable[[], bool], seconds: f
 async def test_every_screen_survives_resizing(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
-        for key in ("f2", "f3", "f4", "f6"):
+        for key in ("f2", "f3", "f4", "f6", "f7"):
             await pilot.press(key)
             for size in ((40, 12), (200, 60), (80, 24), (20, 5), (120, 40)):
                 await pilot.resize_terminal(*size)

@@ -1,4 +1,4 @@
-"""The top line of every screen: the four screens and their keys, the current one lit, so the way to any
+"""The top line of every screen: the screens and their keys, the current one lit, so the way to any
 screen shows on all of them (a narrow footer has no room left for the function keys)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from textual.events import Click
 from textual.widgets import Label
 
 SCREENS = (("settings", "F2", "Settings"), ("training", "F3", "Training"), ("evaluation", "F4", "Evaluation"),
-           ("runs", "F6", "Runs"))
+           ("runs", "F6", "Runs"), ("playground", "F7", "Playground"))
 
 
 class ScreenTab(Label):
