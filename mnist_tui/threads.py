@@ -19,12 +19,26 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+SAMPLE_SECONDS = 0.2
+"""How long the trainer watches the cores before it picks its threads."""
+
+
 def busy_cores() -> float:
-    """Cores kept busy by other work, from the load average over the last minute (0 where there is none)."""
+    """Cores of this process's kept busy by other work now: their use over a fifth of a second, measured
+    while this process waits, so it is others' work. (The 1-minute load average would still count a run
+    that ended a moment ago: a second `train` right after a first got one thread on an idle 2-core box.)
+    The load average only where psutil cannot say."""
     try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return 0.0
+        import psutil
+
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        per_core = psutil.cpu_percent(interval=SAMPLE_SECONDS, percpu=True)
+        return sum(percent for core, percent in enumerate(per_core) if allowed is None or core in allowed) / 100
+    except (ImportError, OSError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
 
 
 def training_threads(requested: int, cores: int | None = None, busy: float | None = None) -> int:

@@ -74,3 +74,20 @@ def test_the_start_line_says_how_many_threads_and_why(requested: int, said: str)
                              threads=requested or 1))
     reporter.close()
     assert out.getvalue().splitlines()[0].endswith(f"(128); {said}")
+
+
+def test_busy_cores_are_measured_now_on_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this system")
+    calls: list[float] = []
+
+    def per_core(interval: float, percpu: bool) -> list[float]:
+        calls.append(interval)
+        return [50.0, 80.0, 100.0]
+
+    monkeypatch.setattr(psutil, "cpu_percent", per_core)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert threads.busy_cores() == pytest.approx(1.3)  # the third core is not ours to use
+    assert calls == [threads.SAMPLE_SECONDS]  # a reading now, not the minute's load average
