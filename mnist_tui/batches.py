@@ -166,14 +166,10 @@ def memory_held_by_others(device: torch.device) -> str:
 def apply_precision(precision: str) -> None:
     """Set how float32 matrix products and convolutions run on CUDA: `tf32` lets tensor cores round inputs
     to TF32; `fp32` and `bf16` keep IEEE float32 outside autocast (cuDNN would otherwise pick TF32 for
-    convolutions by default). No effect on a CPU."""
-    mode = "tf32" if precision == "tf32" else "ieee"
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch 2.9 and newer
-        torch.backends.cuda.matmul.fp32_precision = mode
-        torch.backends.cudnn.conv.fp32_precision = mode  # type: ignore[attr-defined]
-    else:
-        torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
-        torch.backends.cudnn.allow_tf32 = mode == "tf32"
+    convolutions by default). No effect on a CPU. Through the `allow_tf32` flags: torch 2.9's per-backend
+    `fp32_precision` settings, once used, make the flags unreadable (torch.export reads them)."""
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
 
 def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager[object]:

@@ -291,3 +291,12 @@ def test_out_of_memory_message_says_what_other_processes_hold(monkeypatch: pytes
     assert batches.memory_held_by_others(torch.device("cuda", 0)) == (
         "; other processes hold 68.0 GiB of its 80 GiB (2 processes)")
     assert batches.memory_held_by_others(torch.device("cpu")) == ""
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_precision_flags_stay_readable_for_torch_export(precision: str) -> None:
+    from mnist_tui.batches import apply_precision
+
+    apply_precision(precision)
+    assert torch.backends.cuda.matmul.allow_tf32 == torch.backends.cudnn.allow_tf32 == (precision == "tf32")
+    apply_precision("fp32")
