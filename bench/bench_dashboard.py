@@ -192,7 +192,7 @@ def first_frame_seconds(data_root: Path, runs: Path) -> float:
     try:
         while time.perf_counter() - started < 30:
             screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", name], capture_output=True, text=True).stdout
-            if "mnist-tui · settings" in screen and "Start" in screen:
+            if "F2 Settings" in screen and "Start training" in screen:  # the settings pane, drawn
                 return time.perf_counter() - started
             time.sleep(0.01)
         raise SystemExit("the dashboard did not draw within 30 s")
