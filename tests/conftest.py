@@ -120,10 +120,11 @@ def small_config(**changes: object) -> TrainConfig:
 
 
 @pytest.fixture(autouse=True)
-def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_downloads(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Nothing in the tests may reach the network, and no test may see the developer's data or runs."""
     monkeypatch.setenv("MNIST_TUI_NO_DOWNLOAD", "1")
     monkeypatch.delenv("MNIST_TUI_RUNS", raising=False)
+    monkeypatch.setenv("MNIST_TUI_STATE", str(tmp_path_factory.mktemp("state")))  # not the developer's
 
 
 @pytest.fixture(autouse=True)

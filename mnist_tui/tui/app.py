@@ -4,11 +4,13 @@ F7 playground), everything by keyboard."""
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from rich.text import Text
 from textual import work
 from textual.app import App, SystemCommand
 from textual.await_complete import AwaitComplete
@@ -16,8 +18,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from mnist_tui.config import PRESETS, ConfigError, TrainConfig
-from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs
+from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs, resolve_runs_dir
 from mnist_tui.session import TrainingSession
+from mnist_tui.state import remember_settings
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.screens.dialogs import quit_dialog
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
@@ -146,6 +149,7 @@ class MnistTuiApp(App[None]):
             self.notify(f"Cannot start a run in {escape(self.runs_dir)}: {escape(error)}", title="Cannot start",
                         severity="error")
             return
+        remember_settings(config)  # the form starts from them next time
         self.follow(session)
         self.show_screen("training")
 
@@ -210,11 +214,20 @@ class MnistTuiApp(App[None]):
         def answered(answer: str | None) -> None:
             if answer == "stop":
                 live.run.send("stop")
-            if answer in ("stop", "leave"):
-                self.exit()
+                self.exit(message=Text(f"Asked run {live.run.run_id} to stop; it saves last.pt as it does. "
+                                       f"Resume it with: {self.command_for('train --resume', live.run)}"))
+            elif answer == "leave":
+                self.exit(message=Text(f"Run {live.run.run_id} is still {live.activity} in the background. "
+                                       f"Follow it with: {self.command_for('attach', live.run)}"))
 
         self.push_screen(quit_dialog(f"Run {escape(live.run.run_id)} is still {escape(live.activity)}. Quit and…",
                                      paused=live.activity == "paused"), answered)
+
+    def command_for(self, command: str, run: RunDir) -> str:
+        """The exact `mnist-tui` command line that finds `run` again from the folder the dashboard was
+        started in: by id, with `--runs-dir` when the runs folder is not the one found by default."""
+        runs_dir = [] if resolve_runs_dir() == self.runs_dir else ["--runs-dir", str(self.runs_dir)]
+        return shlex.join(["mnist-tui", *command.split(), run.run_id, *runs_dir])
 
     def _ask_to_stop(self) -> None:
         self.show_screen("training")

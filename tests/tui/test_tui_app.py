@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, RichLog, Select, Static
 
+from mnist_tui.config import TrainConfig
 from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunStarted
 from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession
@@ -578,6 +579,25 @@ async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
         await pilot.pause()
         assert json.loads(training.control_path.read_text()) == {"command": "stop"}
         assert not app.is_running
+        said = " ".join(str(message) for message in app._exit_renderables)  # printed once the screen is gone
+        assert f"Asked run {training.run_id} to stop" in said
+        assert f"mnist-tui train --resume {training.run_id} --runs-dir {tmp_path / 'runs'}" in said
+
+
+async def test_leaving_a_run_says_how_to_follow_it_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # ./runs is the runs folder found by default: the command needs no --runs-dir
+    app = make_app(tmp_path / "data", Path("runs"))
+    async with app.run_test(size=SIZE) as pilot:
+        training = create_run(Path("runs"), small_config())
+        training.set_status("running")
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.click("#leave")
+        await pilot.pause()
+        assert not app.is_running
+        said = " ".join(str(message) for message in app._exit_renderables)
+        assert said == (f"Run {training.run_id} is still training in the background. Follow it with: "
+                        f"mnist-tui attach {training.run_id}")
 
 
 async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> None:
@@ -823,3 +843,42 @@ async def test_digits_are_drawn_in_shades_without_colour(monkeypatch: pytest.Mon
         assert app.no_color
         assert "█" in app.export_screenshot()  # drawn, through the monochrome filter
     assert [strip.text for strip in render_rows(pixels, colour=False)] == [" " * 28] * 7 + ["█" * 28] * 7
+
+
+async def test_the_form_starts_from_the_last_run_started_and_ctrl_t_from_the_tutorial(tmp_path: Path) -> None:
+    from mnist_tui.state import remember_settings
+
+    remember_settings(small_config(model="cnn", epochs=7, precision="bf16"))
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen)
+        await pilot.pause()
+        assert screen.current_config() == small_config(model="cnn", epochs=7, precision="bf16")
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert screen.current_config() == TrainConfig()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe{", b"[1, 2]", b'{"epochs": "many"}', b""])
+async def test_a_damaged_memory_of_settings_starts_from_the_tutorials(tmp_path: Path, content: bytes) -> None:
+    from mnist_tui.state import last_settings_path
+
+    last_settings_path().parent.mkdir(parents=True, exist_ok=True)
+    last_settings_path().write_bytes(content)
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen) and screen.current_config() == TrainConfig()
+
+
+async def test_starting_a_run_remembers_its_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnist_tui.state import remembered_settings
+
+    monkeypatch.setattr("mnist_tui.tui.app.TrainingSession.start", lambda *args, **kwargs: RecordingSession())
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    monkeypatch.setattr(app, "follow", lambda session: None)
+    async with app.run_test(size=SIZE):
+        app.start_run(small_config(lr=0.02))
+    assert remembered_settings() == small_config(lr=0.02)

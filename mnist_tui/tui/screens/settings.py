@@ -34,6 +34,7 @@ from mnist_tui.config import (
 )
 from mnist_tui.data import dataset_present, raw_folder
 from mnist_tui.reporting import format_memory, short_gpu_name
+from mnist_tui.state import remembered_settings
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.widgets.tabs import ScreenTabs
@@ -127,6 +128,9 @@ class SettingsScreen(Screen[None]):
         return Input(str(default), id=control_id, compact=True)
 
     def on_mount(self) -> None:
+        remembered = remembered_settings()
+        if remembered is not None:  # the last run started from here; ctrl+t gives the tutorial's
+            self.load_values(remembered)
         self._show_dataset_status()
         # Importing torch holds the GIL for a second or two: start only once the first frame is out.
         self.set_timer(0.3, self._probe_devices)
