@@ -245,7 +245,7 @@ def take_run(run: RunDir, held: ExitStack) -> int:
 
 def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
-    from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+    from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint, resume_problem
     from mnist_tui.control import FileControl
     from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
@@ -275,6 +275,9 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
             resume = load_checkpoint(run.path / "last.pt")
         except CheckpointError as error:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
+        problem = resume_problem(resume)
+        if problem is not None:
+            raise UsageError(f"cannot resume {run.run_id}: {problem}")
         config = run_config(run)
         if not args.data_dir:  # the data it trained on, if that is still where it was
             data_root = run.data_root(config.dataset) or data_root

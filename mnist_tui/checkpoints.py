@@ -211,6 +211,16 @@ def load_checkpoint(path: Path) -> Checkpoint:
     raise CheckpointError(f"{path}: not an mnist-tui checkpoint nor a state_dict of a known model")
 
 
+def resume_problem(checkpoint: Checkpoint) -> str | None:
+    """Why a checkpoint cannot continue its run, or None. A run's last.pt replaced by bare weights (the
+    tutorial's state_dict, say) evaluates, but holds no optimizer state to go on from."""
+    if checkpoint.bare_state_dict:
+        return f"{checkpoint.path}: weights only (a bare state_dict), without the optimizer state a resume needs"
+    if not isinstance(checkpoint.raw.get("optimizer_state"), Mapping):
+        return f"{checkpoint.path}: it has no optimizer state, which a resume needs"
+    return None
+
+
 def _state_dict_in(data: object) -> dict[str, torch.Tensor] | None:
     """The weights in a bare state_dict, or in a training script's checkpoint dict under one of
     STATE_DICT_KEYS; with DistributedDataParallel's `module.` prefix taken off. None if there are none."""
