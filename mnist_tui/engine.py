@@ -186,8 +186,8 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
           control: RunControl | None = None, resume: Checkpoint | None = None) -> Iterator[Event]:
     """Train per `config`, saving `last.pt` and `best.pt` in `run_dir`, yielding events as it goes.
 
-    Expected failures (missing data or device, a diverging loss, CUDA out of memory) end the stream with
-    RunFailed; anything else propagates to the caller.
+    Expected failures (missing data or device, a diverging loss, CUDA out of memory, a full disk) end the
+    stream with RunFailed; anything else propagates to the caller.
     """
     control = control or RunControl()
     started = time.time()
