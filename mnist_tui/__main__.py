@@ -249,7 +249,7 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.control import FileControl
     from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
-    from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed, dumps
+    from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunPreparing, RunResumed, dumps
     from mnist_tui.reporting import ConsoleReporter, quiet_stdout
     from mnist_tui.session import spawn_trainer
 
@@ -330,7 +330,13 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     outcome: RunFinished | RunFailed | None = None
     try:
         run.remove_leftovers()
-        for event in train(config, run.path, data_root, download=download, control=control, resume=resume):
+        def preparing(stage: str) -> None:
+            event = RunPreparing(stage)
+            run.append_event(event)
+            show(event)
+
+        for event in train(config, run.path, data_root, download=download, control=control, resume=resume,
+                           on_stage=preparing):
             run.append_event(event)
             if isinstance(event, RunPaused | RunResumed):
                 run.set_status("paused" if isinstance(event, RunPaused) else "running")

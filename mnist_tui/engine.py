@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,18 +183,24 @@ def restore_random_state(resume: Checkpoint, device: torch.device) -> None:
 
 
 def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool = False,
-          control: RunControl | None = None, resume: Checkpoint | None = None) -> Iterator[Event]:
+          control: RunControl | None = None, resume: Checkpoint | None = None,
+          on_stage: Callable[[str], None] | None = None) -> Iterator[Event]:
     """Train per `config`, saving `last.pt` and `best.pt` in `run_dir`, yielding events as it goes.
+
+    `on_stage` hears what it is doing before `RunStarted` (`loading mnist`, `building the model on
+    cuda:0`), which on a GPU box takes seconds: the trainer logs it as RunPreparing events.
 
     Expected failures (missing data or device, a diverging loss, CUDA out of memory, a full disk) end the
     stream with RunFailed; anything else propagates to the caller.
     """
     control = control or RunControl()
+    stage = on_stage or (lambda text: None)
     started = time.time()
     threads = training_threads(config.num_threads)
     torch.set_num_threads(threads)
     try:
         device = resolve_device(config.device)
+        stage(f"loading {config.dataset}")
         train_all = load_split(config.dataset, True, data_root, download)
         test = load_split(config.dataset, False, data_root, download)
     except (DatasetError, DeviceError) as error:
@@ -210,6 +216,7 @@ def train(config: TrainConfig, run_dir: Path, data_root: Path, *, download: bool
     on_gpu_conv = device.type == "cuda" and config.model in CONV_MODELS
     torch.backends.cudnn.benchmark = on_gpu_conv
     torch.manual_seed(config.seed)
+    stage(f"building the model on {device}")
     try:
         identity = identify_device(device)
         val_split = val_split.to(device)

@@ -49,6 +49,16 @@ class RunStarted:
 
 
 @dataclass(frozen=True)
+class RunPreparing:
+    """What a trainer is doing before its run can start (loading the data, building the model on its
+    device): seconds on a GPU box, which a person should not watch in silence."""
+
+    name: ClassVar[str] = "run_preparing"
+    stage: str
+    """`loading mnist`, `building the model on cuda:0`: said as `starting: <stage>…`."""
+
+
+@dataclass(frozen=True)
 class BatchProgress:
     """Progress inside an epoch, sent about ten times a second; loss/accuracy are since the last report."""
 
@@ -151,10 +161,12 @@ class RunFailed:
     epoch: int = 0
 
 
-Event = RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunPaused | RunResumed | RunFinished | RunFailed
+Event = (RunPreparing | RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunPaused | RunResumed
+         | RunFinished | RunFailed)
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls
-    for cls in (RunStarted, BatchProgress, EpochEnded, CheckpointSaved, RunPaused, RunResumed, RunFinished, RunFailed)
+    for cls in (RunPreparing, RunStarted, BatchProgress, EpochEnded, CheckpointSaved, RunPaused, RunResumed,
+                RunFinished, RunFailed)
 }
 TERMINAL_EVENTS = (RunFinished, RunFailed)
 

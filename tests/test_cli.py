@@ -117,7 +117,9 @@ def test_train_json_lines(cli: Cli, synthetic_root: Path, runs_dir: Path) -> Non
     result = cli("train", *FAST, "--data-dir", synthetic_root, "--runs-dir", runs_dir, "--json")
     assert result.code == 0, result.err
     events = result.json_lines()
-    assert events[0]["event"] == "run_started"
+    # What the trainer did before the run could start, then the start.
+    assert [(e["event"], e.get("stage")) for e in events[:3]] == [
+        ("run_preparing", "loading mnist"), ("run_preparing", "building the model on cpu"), ("run_started", None)]
     assert [e["epoch"] for e in events if e["event"] == "epoch_end"] == [1, 2]
     finished = events[-1]
     assert finished["event"] == "run_finished"
@@ -283,7 +285,7 @@ def test_data_import_then_train(cli: Cli, idx_folder: Callable[..., dict[str, Pa
     assert trained.code == 0, trained.err
     finished = trained.json_lines()[-1]
     assert finished["event"] == "run_finished" and finished["status"] == "completed"
-    started = trained.json_lines()[0]
+    started = next(e for e in trained.json_lines() if e["event"] == "run_started")
     assert (started["train_size"], started["val_size"]) == (TRAIN_SIZE, TEST_SIZE)
 
 

@@ -15,7 +15,16 @@ import pytest
 from conftest import dead_pid, small_config
 from fake_events import run_events
 
-from mnist_tui.events import BatchProgress, EpochEnded, Event, RunFailed, RunFinished, RunPaused, RunStarted
+from mnist_tui.events import (
+    BatchProgress,
+    EpochEnded,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunPreparing,
+    RunStarted,
+)
 from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession, spawn_trainer
 
@@ -41,7 +50,7 @@ async def test_wrapper_streams_a_whole_run_from_a_trainer_process(synthetic_root
 
     events = await collect(session, check_detached)
     assert sessions == [True]
-    assert isinstance(events[0], RunStarted)
+    assert [type(e) for e in events[:3]] == [RunPreparing, RunPreparing, RunStarted]  # it says what it does first
     assert [e.epoch for e in events if isinstance(e, EpochEnded)] == [1, 2]
     assert isinstance(events[-1], RunFinished) and events[-1].status == "completed"
     assert session.process is not None and session.process.wait(timeout=30) == 0

@@ -882,3 +882,20 @@ async def test_starting_a_run_remembers_its_settings(tmp_path: Path, monkeypatch
     async with app.run_test(size=SIZE):
         app.start_run(small_config(lr=0.02))
     assert remembered_settings() == small_config(lr=0.02)
+
+
+async def test_a_starting_run_says_what_its_trainer_is_doing(tmp_path: Path) -> None:
+    from mnist_tui.events import RunPreparing
+
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
+        stats = screen.query_one("#run-stats", Static)
+        assert "starting: launching the trainer…" in str(stats.render())  # at once, before any event
+        for stage in ("loading mnist", "building the model on cuda:0"):
+            screen.receive(RunPreparing(stage))
+            await pilot.pause(0.2)
+            assert f"starting: {stage}…" in str(stats.render())
+        screen.receive(run_events()[0])
+        await pilot.pause(0.2)
+        assert "running" in str(stats.render()) and "starting" not in str(stats.render())

@@ -26,6 +26,7 @@ from mnist_tui.events import (
     RunFailed,
     RunFinished,
     RunPaused,
+    RunPreparing,
     RunResumed,
     RunStarted,
 )
@@ -69,6 +70,8 @@ class TrainingScreen(Screen[None]):
         """Events not yet drawn, each with whether it is replayed history."""
         self.session: TrainingSession | None = None
         self.state = "idle"
+        self.stage = ""
+        """What a starting run's trainer says it is doing (RunPreparing), shown as `starting: <stage>…`."""
         self.epochs = 0
         self.steps = 0
         self.batch_size = 0
@@ -121,6 +124,8 @@ class TrainingScreen(Screen[None]):
     def on_mount(self) -> None:
         self.set_interval(self.refresh_seconds, self.drain)
         self.query_one("#run-log", RichLog).can_focus = False
+        if self.state != "idle":  # a run followed before the panel was first shown: say so at once
+            self.redraw()
 
     def on_unmount(self) -> None:
         self._stop_sampler()
@@ -137,6 +142,7 @@ class TrainingScreen(Screen[None]):
         self.session = session
         self.pending.clear()
         self.state, self.epoch, self.step, self.best = state, 0, 0, None
+        self.stage = "launching the trainer"  # until the trainer says what it is doing
         self.epochs = self.steps = 0
         self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
         self.last_epoch_throughput = 0.0
@@ -195,7 +201,9 @@ class TrainingScreen(Screen[None]):
 
     def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart,
               replayed: bool = False) -> None:
-        if isinstance(event, RunStarted):
+        if isinstance(event, RunPreparing):
+            self.stage = event.stage
+        elif isinstance(event, RunStarted):
             # A trainer that crashed or failed got further than its last checkpoint: the resumed one redoes
             # that part. (One that stopped saved where it was; and logs from before `start_step` lack it.)
             if self.state != "stopped":
@@ -297,7 +305,8 @@ class TrainingScreen(Screen[None]):
                 self.query_one(label, Static).update("")
         state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
                  "crashed": "[red]crashed[/]", "completed": "[green]completed[/]",
-                 "stopped": "[yellow]stopped[/]"}.get(self.state, self.state)
+                 "stopped": "[yellow]stopped[/]",
+                 "starting": f"[cyan]starting: {escape(self.stage)}…[/]"}.get(self.state, self.state)
         best = f"best {self.best.val_accuracy:.2%} (ep {self.best.epoch})" if self.best else "best -"
         # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
         trained = self.finished_seconds + self.epoch_elapsed
