@@ -256,8 +256,18 @@ class MnistTuiApp(App[None]):
         yield SystemCommand("Pause or resume the run", "p on Training",
                             lambda: self.training_screen.run_action("toggle_pause"))
         yield SystemCommand("Stop the run", "s on Training, twice; saves a checkpoint", self._ask_to_stop)
+        for label, action, help_text in (("Resume the run", "resume", "u on Runs: continue the run under the cursor"),
+                                         ("Clone the run's settings", "clone", "c on Runs: into Settings"),
+                                         ("Delete the run", "delete", "d on Runs: asks first"),
+                                         ("Mark the run to compare", "mark", "space on Runs: overlay its curves")):
+            yield SystemCommand(label, help_text, partial(self._runs_action, action))
         for preset in PRESETS.values():
             yield SystemCommand(f"Preset: {preset.name}", preset.summary, partial(self._load_preset, preset.name))
+
+    async def _runs_action(self, action: str) -> None:
+        """A Runs screen action from the palette, on the run under that screen's cursor."""
+        await self.show_screen("runs")
+        await self.named_screen("runs").run_action(action)
 
     async def _load_preset(self, name: str) -> None:
         await self.show_screen("settings")

@@ -899,3 +899,36 @@ async def test_a_starting_run_says_what_its_trainer_is_doing(tmp_path: Path) -> 
         screen.receive(run_events()[0])
         await pilot.pause(0.2)
         assert "running" in str(stats.render()) and "starting" not in str(stats.render())
+
+
+async def test_dialog_buttons_follow_left_and_right(tmp_path: Path) -> None:
+    from mnist_tui.tui.screens.dialogs import quit_dialog
+
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(quit_dialog("Quit and…", paused=False))
+        await pilot.pause()
+        assert app.focused is not None and app.focused.id == "cancel"
+        await pilot.press("left")
+        assert app.focused is not None and app.focused.id == "stop"
+        await pilot.press("left")
+        assert app.focused is not None and app.focused.id == "leave"
+        await pilot.press("right")
+        assert app.focused is not None and app.focused.id == "stop"
+
+
+async def test_the_palette_offers_the_runs_actions(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = create_run(runs, small_config())
+    run.set_status("stopped", pid=dead_pid())
+    app = make_app(tmp_path / "data", runs)
+    async with app.run_test(size=SIZE) as pilot:
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert {"Resume the run", "Clone the run's settings", "Delete the run", "Mark the run to compare"} <= set(
+            titles)
+        command = next(c for c in app.get_system_commands(app.screen) if c.title == "Clone the run's settings")
+        await pilot.pause(0.5)
+        await command.callback()  # type: ignore[misc]
+        await pilot.pause(0.5)
+        assert isinstance(app.screen, SettingsScreen)  # clone fills Settings with the run's settings
+        assert app.screen.current_config() == small_config()

@@ -16,9 +16,14 @@ from mnist_tui.tui.markup import escape
 
 
 class ChoiceDialog(ModalScreen[str | None]):
-    """A question with a few buttons; Escape cancels. Dismisses with the chosen button's id."""
+    """A question with a few buttons; Left and Right move between them, Escape cancels. Dismisses with the
+    chosen button's id."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Cancel"),
+        Binding("left", "app.focus_previous", "Previous", show=False),
+        Binding("right", "app.focus_next", "Next", show=False),
+    ]
 
     def __init__(self, question: str, choices: list[tuple[str, str, str]]) -> None:
         super().__init__()
