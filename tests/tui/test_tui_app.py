@@ -928,7 +928,7 @@ async def test_the_palette_offers_the_runs_actions(tmp_path: Path) -> None:
             titles)
         command = next(c for c in app.get_system_commands(app.screen) if c.title == "Clone the run's settings")
         await pilot.pause(0.5)
-        await command.callback()  # type: ignore[misc]
+        await command.callback()
         await pilot.pause(0.5)
         assert isinstance(app.screen, SettingsScreen)  # clone fills Settings with the run's settings
         assert app.screen.current_config() == small_config()
