@@ -932,3 +932,16 @@ async def test_the_palette_offers_the_runs_actions(tmp_path: Path) -> None:
         await pilot.pause(0.5)
         assert isinstance(app.screen, SettingsScreen)  # clone fills Settings with the run's settings
         assert app.screen.current_config() == small_config()
+
+
+async def test_the_field_being_edited_is_marked_as_a_whole(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await pilot.pause()
+        assert [field.id for field in screen.query(".field.-focused")] == ["field-model"]
+        await pilot.press("tab", "tab")
+        assert [field.id for field in screen.query(".field.-focused")] == ["field-batch_size"]
+        screen.query_one("#settings-file", Input).focus()
+        await pilot.pause()
+        assert not screen.query(".field.-focused")

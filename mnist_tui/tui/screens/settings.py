@@ -230,6 +230,13 @@ class SettingsScreen(Screen[None]):
 
     def on_descendant_focus(self, event: Any) -> None:
         self._help_for(getattr(event.widget, "id", "") or "")
+        # The field being edited is marked as a whole (its label stands out), not just its control.
+        field = next((node for node in event.widget.ancestors_with_self if node.has_class("field")), None)
+        for marked in self.query(".field.-focused"):
+            if marked is not field:
+                marked.remove_class("-focused")
+        if field is not None:
+            field.add_class("-focused")
 
     def _help_for(self, control_id: str) -> None:
         if control_id.startswith("input-"):
