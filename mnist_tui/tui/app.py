@@ -265,9 +265,13 @@ class MnistTuiApp(App[None]):
             yield SystemCommand(f"Preset: {preset.name}", preset.summary, partial(self._load_preset, preset.name))
 
     async def _runs_action(self, action: str) -> None:
-        """A Runs screen action from the palette, on the run under that screen's cursor."""
+        """A Runs screen action from the palette, on the run under that screen's cursor once it has listed
+        the runs (opening it starts a fresh reading)."""
         await self.show_screen("runs")
-        await self.named_screen("runs").run_action(action)
+        screen = self.named_screen("runs")
+        assert isinstance(screen, RunsScreen)
+        await screen.loaded()
+        await screen.run_action(action)
 
     async def _load_preset(self, name: str) -> None:
         await self.show_screen("settings")

@@ -927,8 +927,7 @@ async def test_the_palette_offers_the_runs_actions(tmp_path: Path) -> None:
         assert {"Resume the run", "Clone the run's settings", "Delete the run", "Mark the run to compare"} <= set(
             titles)
         command = next(c for c in app.get_system_commands(app.screen) if c.title == "Clone the run's settings")
-        await pilot.pause(0.5)
-        await command.callback()
+        await command.callback()  # at once: the Runs screen has not listed the runs yet
         await pilot.pause(0.5)
         assert isinstance(app.screen, SettingsScreen)  # clone fills Settings with the run's settings
         assert app.screen.current_config() == small_config()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -12,6 +13,7 @@ from textual.binding import Binding
 from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from mnist_tui.config import ConfigError
 from mnist_tui.reporting import format_duration, format_percent, styled_status
@@ -41,6 +43,8 @@ class RunsScreen(Screen[None]):
         self.marked: set[str] = set()
         self.folder_modified = 0
         """The runs folder's modification time when last looked at: a new run folder changes it."""
+        self.reading: Worker[None] | None = None
+        """The newest reading of the runs folder, which replaces any older one still under way."""
 
     def compose(self) -> ComposeResult:
         yield ScreenTabs("runs")
@@ -62,7 +66,7 @@ class RunsScreen(Screen[None]):
         if not self.is_current:
             return
         if any(s.status in ACTIVE_STATUSES for s in self.summaries) or self._folder_changed():
-            self._load()
+            self.reading = self._load()
 
     def _folder_changed(self) -> bool:
         try:
@@ -73,7 +77,14 @@ class RunsScreen(Screen[None]):
         return changed
 
     def action_refresh(self) -> None:
-        self._load()
+        self.reading = self._load()
+
+    async def loaded(self) -> None:
+        """Until the table shows the runs folder as the newest reading found it: a palette action on a screen
+        just opened acts on its rows."""
+        while self.reading is not None and not self.reading.is_finished:
+            with contextlib.suppress(WorkerCancelled, WorkerFailed):  # a newer reading took its place
+                await self.reading.wait()
 
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
