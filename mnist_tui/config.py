@@ -177,6 +177,13 @@ def field_help(name: str) -> str:
     return _field_docs().get(name, "")
 
 
+def known_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` without the keys this version has no setting for: settings a later mnist-tui saved (in a
+    run's log, the dashboard's memory) still read, their new keys left out."""
+    known = {f.name for f in fields(TrainConfig)}
+    return {key: value for key, value in values.items() if key in known}
+
+
 def coerce_value(name: str, raw: Any) -> Any:
     """Turn a raw value (a form's text, a CLI string, a JSON value) into the field's type."""
     kind = FIELD_TYPES.get(name, str)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mnist_tui.config import ConfigError, TrainConfig
+from mnist_tui.config import ConfigError, TrainConfig, known_settings
 
 
 @dataclass(frozen=True)
@@ -261,9 +261,8 @@ def _checked(event: str, name: str, annotation: str, value: object) -> Any:
 def _checked_config(values: dict[str, Any]) -> dict[str, Any]:
     """A run_started's settings, valid and complete (what draws them indexes them), keys from a later
     version left out."""
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
     try:
-        return TrainConfig.from_mapping({k: v for k, v in values.items() if k in known}).to_dict()
+        return TrainConfig.from_mapping(known_settings(values)).to_dict()
     except ConfigError as error:
         raise EventError(f"run_started with invalid settings: {error}") from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mnist_tui.config import ConfigError, TrainConfig
+from mnist_tui.config import ConfigError, TrainConfig, known_settings
 from mnist_tui.control import read_json_table, write_json_atomic
 
 STATE_DIR_ENV = "MNIST_TUI_STATE"
@@ -45,8 +45,7 @@ def remembered_settings() -> TrainConfig | None:
     values = read_json_table(last_settings_path())
     if not values:
         return None
-    known = {name for name in TrainConfig.__dataclass_fields__}
     try:
-        return TrainConfig.from_mapping({key: value for key, value in values.items() if key in known})
+        return TrainConfig.from_mapping(known_settings(values))
     except ConfigError:
         return None
