@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 runtime failure (a failed run, an aborted one, missing 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -463,7 +462,6 @@ def _add_use_commands(commands: argparse._SubParsersAction[Parser]) -> None:
     predict.add_argument("--json", action="store_true",
                          help='print one JSON object per image: {"path", "prediction", "probabilities"}')
 
-
     export = commands.add_parser("export", help="write a checkpoint as ONNX, TorchScript or an ExportedProgram, "
                                  "verified against it")
     _add_locations(export)
@@ -542,7 +540,7 @@ def command_export(args: argparse.Namespace) -> int:
     1,000 random images, which still proves the logits match but gives no accuracy."""
     import torch
 
-    from mnist_tui.batches import load_split
+    from mnist_tui.batches import load_split, prepare
     from mnist_tui.checkpoints import CheckpointError, load_checkpoint
     from mnist_tui.data import DATASET_SPECS, DatasetError, download_allowed, resolve_data_dir
     from mnist_tui.export import SUFFIXES, VERIFY_SAMPLES, ExportError, export, missing_onnx_modules
@@ -564,7 +562,7 @@ def command_export(args: argparse.Namespace) -> int:
     labels: torch.Tensor | None
     try:
         test = load_split(dataset, False, data_root, download_allowed(args.no_download))
-        images, labels = test.images[:VERIFY_SAMPLES].unsqueeze(1).float() / 255, test.labels[:VERIFY_SAMPLES]
+        images, labels = prepare(test.images[:VERIFY_SAMPLES], 0.0, 1.0), test.labels[:VERIFY_SAMPLES]
         source = f"{dataset} test images"
     except DatasetError:
         images = torch.rand(VERIFY_SAMPLES, 1, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -588,7 +586,7 @@ def entry() -> NoReturn:
     1.6-2.8 s. By then every file is written and closed, and a run trains in a process of its own."""
     code = main()
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BrokenPipeError, ValueError):  # a reader gone, or a stream already closed
+        with suppress(BrokenPipeError, ValueError):  # a reader gone, or a stream already closed
             stream.flush()
     os._exit(code)
 
