@@ -424,6 +424,24 @@ def latest_best(runs_root: Path) -> Path | None:
     return next((run.path / "best.pt" for run in iter_runs(runs_root) if (run.path / "best.pt").is_file()), None)
 
 
+@dataclass(frozen=True)
+class LiveRun:
+    """A run whose trainer is alive, and what it is doing in words (training, paused, starting), read
+    together so that a message never pairs one run with another moment's status."""
+
+    run: RunDir
+    activity: str
+
+
+def find_live_run(runs_root: Path) -> LiveRun | None:
+    """The newest run whose trainer is alive, whoever started it: one run trains at a time."""
+    for run in iter_runs(runs_root):
+        status = run.status()
+        if status in ACTIVE_STATUSES:
+            return LiveRun(run, "training" if status == "running" else status)
+    return None
+
+
 def list_runs(runs_root: Path) -> list[RunSummary]:
     """Every run, newest first; one whose files cannot be read is listed as `unreadable`, with why."""
     summaries = []

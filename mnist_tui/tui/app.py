@@ -6,22 +6,30 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import App, SystemCommand
 from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.screen import Screen
 
 from mnist_tui.config import PRESETS, ConfigError, TrainConfig
-from mnist_tui.runs import ACTIVE_STATUSES, RunDir, iter_runs, resolve_runs_dir
+from mnist_tui.runs import LiveRun, RunDir, find_live_run, resolve_runs_dir
 from mnist_tui.session import TrainingSession
 from mnist_tui.state import remember_settings
 from mnist_tui.tui.markup import escape
+from mnist_tui.tui.messages import (
+    AttachRun,
+    CloneSettings,
+    EvaluateCheckpoint,
+    ResumeRun,
+    RunDeleted,
+    ShowScreen,
+    StartRun,
+)
 from mnist_tui.tui.screens.dialogs import quit_dialog
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.playground import PlaygroundScreen
@@ -35,15 +43,6 @@ REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
 """How often the training panel drains events and redraws its bars; less often over SSH."""
 CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
-
-
-@dataclass(frozen=True)
-class LiveRun:
-    """A run whose trainer is alive, and what it is doing in words (training, paused, starting), read
-    together so that a message never pairs one run with another moment's status."""
-
-    run: RunDir
-    activity: str
 
 
 class MnistTuiApp(App[None]):
@@ -84,11 +83,7 @@ class MnistTuiApp(App[None]):
     def training_run(self) -> LiveRun | None:
         """The newest run whose trainer is alive, whichever screen shows it and whoever started it: one
         run trains at a time, and quitting asks about it."""
-        for run in iter_runs(self.runs_dir):
-            status = run.status()
-            if status in ACTIVE_STATUSES:
-                return LiveRun(run, "training" if status == "running" else status)
-        return None
+        return find_live_run(self.runs_dir)
 
     def named_screen(self, name: str) -> Screen[None]:
         """One of the screens, built and installed the first time it is needed, so that start-up
@@ -96,9 +91,9 @@ class MnistTuiApp(App[None]):
         if not self.is_screen_installed(name):
             factories: dict[str, Callable[[], Screen[None]]] = {
                 "settings": lambda: SettingsScreen(self.data_dir, self.download),
-                "training": lambda: TrainingScreen(self.refresh_seconds, self.chart_seconds),
+                "training": lambda: TrainingScreen(self.runs_dir, self.refresh_seconds, self.chart_seconds),
                 "evaluation": lambda: EvaluationScreen(self.runs_dir, self.data_dir, self.download),
-                "runs": RunsScreen,
+                "runs": lambda: RunsScreen(self.runs_dir),
                 "playground": lambda: PlaygroundScreen(self.runs_dir, self.data_dir, self.download),
             }
             self.install_screen(factories[name](), name=name)
@@ -213,6 +208,36 @@ class MnistTuiApp(App[None]):
         assert isinstance(screen, SettingsScreen)
         screen.load_values(config)
         self.show_screen("settings")
+
+    # What the screens ask for -------------------------------------------------------------------------
+
+    @on(StartRun)
+    def _start_run(self, message: StartRun) -> None:
+        self.start_run(message.config)
+
+    @on(AttachRun)
+    def _attach_run(self, message: AttachRun) -> None:
+        self.attach_run(message.run)
+
+    @on(ResumeRun)
+    def _resume_run(self, message: ResumeRun) -> None:
+        self.resume_run(message.run)
+
+    @on(CloneSettings)
+    def _clone_settings(self, message: CloneSettings) -> None:
+        self.settings_from(message.config)
+
+    @on(EvaluateCheckpoint)
+    def _evaluate_checkpoint(self, message: EvaluateCheckpoint) -> None:
+        self.evaluate_checkpoint(message.path)
+
+    @on(RunDeleted)
+    def _run_deleted(self, message: RunDeleted) -> None:
+        self.forget_run(message.run)
+
+    @on(ShowScreen)
+    async def _show_screen(self, message: ShowScreen) -> None:
+        await self.show_screen(message.name)
 
     async def action_quit(self) -> None:
         live = self.training_run()

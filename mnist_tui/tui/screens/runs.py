@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -19,6 +20,7 @@ from mnist_tui.config import ConfigError
 from mnist_tui.reporting import format_duration, format_percent, styled_status
 from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, RunSummary, list_runs
 from mnist_tui.tui.markup import escape
+from mnist_tui.tui.messages import AttachRun, CloneSettings, ResumeRun, RunDeleted
 from mnist_tui.tui.screens.dialogs import ChoiceDialog
 from mnist_tui.tui.widgets.charts import RunsChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
@@ -37,8 +39,9 @@ class RunsScreen(Screen[None]):
         Binding("r", "refresh", "Refresh"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, runs_dir: Path) -> None:
         super().__init__()
+        self.runs_dir = runs_dir
         self.summaries: list[RunSummary] = []
         self.marked: set[str] = set()
         self.folder_modified = 0
@@ -70,7 +73,7 @@ class RunsScreen(Screen[None]):
 
     def _folder_changed(self) -> bool:
         try:
-            modified = self.app.runs_dir.stat().st_mtime_ns  # type: ignore[attr-defined]
+            modified = self.runs_dir.stat().st_mtime_ns
         except OSError:
             modified = 0
         changed, self.folder_modified = modified != self.folder_modified, modified
@@ -88,7 +91,7 @@ class RunsScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
-        self.app.call_from_thread(self._show, list_runs(self.app.runs_dir))  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._show, list_runs(self.runs_dir))
 
     def _show(self, summaries: list[RunSummary]) -> None:
         table = self.query_one(DataTable)
@@ -106,7 +109,7 @@ class RunsScreen(Screen[None]):
                           format_duration(s.duration))
         if not summaries:
             self.query_one("#runs-detail", Static).update(
-                f"No runs in {escape(self.app.runs_dir)} yet. Set one up on Settings (F2).")  # type: ignore[attr-defined]
+                f"No runs in {escape(self.runs_dir)} yet. Set one up on Settings (F2).")
         table.move_cursor(row=min(cursor, max(len(summaries) - 1, 0)))
         self._redraw_chart()
 
@@ -154,7 +157,7 @@ class RunsScreen(Screen[None]):
         """Enter: show the run on the training panel, live if it is training, else its whole history."""
         run = self.readable()
         if run is not None:
-            self.app.attach_run(RunDir(run.path))  # type: ignore[attr-defined]
+            self.post_message(AttachRun(RunDir(run.path)))
 
     def action_resume(self) -> None:
         run = self.readable()
@@ -166,7 +169,7 @@ class RunsScreen(Screen[None]):
         elif not os.path.lexists(run.path / "last.pt"):  # a broken one: the trainer says what is wrong
             self.notify("This run saved no checkpoint before it ended, so it cannot be resumed.", severity="warning")
         else:
-            self.app.resume_run(RunDir(run.path))  # type: ignore[attr-defined]
+            self.post_message(ResumeRun(RunDir(run.path)))
 
     def action_clone(self) -> None:
         run = self.readable()
@@ -177,7 +180,7 @@ class RunsScreen(Screen[None]):
         except ConfigError as error:  # deleted or damaged since the list was read
             self.notify(f"Cannot read the settings of {escape(run.run_id)}: {escape(error)}", severity="error")
             return
-        self.app.settings_from(config)  # type: ignore[attr-defined]
+        self.post_message(CloneSettings(config))
         self.notify(f"Settings of {escape(run.run_id)} loaded: adjust them and press F5.")
 
     def action_delete(self) -> None:
@@ -200,7 +203,7 @@ class RunsScreen(Screen[None]):
                 self.notify(f"Cannot delete {escape(run.path)}: {escape(error)}", severity="error")
             else:
                 self.marked.discard(run.run_id)
-                self.app.forget_run(RunDir(run.path))  # type: ignore[attr-defined]
+                self.post_message(RunDeleted(RunDir(run.path)))
                 self.notify(f"Deleted {escape(run.run_id)}.")
             self.action_refresh()
 

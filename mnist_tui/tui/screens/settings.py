@@ -36,6 +36,7 @@ from mnist_tui.data import dataset_present, raw_folder
 from mnist_tui.reporting import format_memory, short_gpu_name
 from mnist_tui.state import remembered_settings
 from mnist_tui.tui.markup import escape
+from mnist_tui.tui.messages import StartRun
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
@@ -279,7 +280,7 @@ class SettingsScreen(Screen[None]):
             if invalid:
                 invalid.first().query_one("Input, Select, Checkbox").focus()
             return
-        self.app.start_run(config)  # type: ignore[attr-defined]
+        self.post_message(StartRun(config))
 
     def action_preset(self, name: str) -> None:
         preset = PRESETS[name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -31,10 +32,11 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.reporting import format_duration, format_gpu_memory
-from mnist_tui.runs import skipped_note
+from mnist_tui.runs import find_live_run, skipped_note
 from mnist_tui.session import TrainingSession
 from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot
 from mnist_tui.tui.markup import escape
+from mnist_tui.tui.messages import EvaluateCheckpoint, ShowScreen
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 from mnist_tui.tui.widgets.telemetry import DeviceStrip
@@ -60,8 +62,9 @@ class TrainingScreen(Screen[None]):
         Binding("n", "new_run", "New run", tooltip="from Settings"),
     ]
 
-    def __init__(self, refresh_seconds: float, chart_seconds: float) -> None:
+    def __init__(self, runs_dir: Path, refresh_seconds: float, chart_seconds: float) -> None:
         super().__init__()
+        self.runs_dir = runs_dir
         self.refresh_seconds = refresh_seconds
         self.chart_seconds = chart_seconds
         self.charted_at = 0.0
@@ -406,7 +409,7 @@ class TrainingScreen(Screen[None]):
 
     def _not_live(self) -> None:
         """Pause or stop asked of a run that has ended (from the command palette): point at one that is live."""
-        live = self.app.training_run()  # type: ignore[attr-defined]
+        live = find_live_run(self.runs_dir)
         if live is None:
             self.notify("No run is training.", severity="warning")
         else:
@@ -461,7 +464,7 @@ class TrainingScreen(Screen[None]):
         if path is None:
             self.notify("No checkpoint yet: one is saved at the end of each epoch.", severity="warning")
             return
-        self.app.evaluate_checkpoint(path)  # type: ignore[attr-defined]
+        self.post_message(EvaluateCheckpoint(path))
 
     def action_new_run(self) -> None:
-        self.app.show_screen("settings")  # type: ignore[attr-defined]
+        self.post_message(ShowScreen("settings"))
