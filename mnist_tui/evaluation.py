@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,27 +20,35 @@ EVAL_BATCH_SIZE = 2000
 
 
 @torch.no_grad()
+def _in_eval_batches(model: nn.Module, count: int, batch_size: int,
+                     forward: Callable[[slice], torch.Tensor]) -> list[torch.Tensor]:
+    """`forward` over `count` samples a batch at a time, the model in eval mode (dropout off, batch norm
+    on its running statistics) and put back as it was: a model being trained is evaluated between epochs."""
+    was_training = model.training
+    model.eval()
+    try:
+        return [forward(slice(i, i + batch_size)) for i in range(0, count, batch_size)]
+    finally:
+        model.train(was_training)
+
+
 def predict(model: nn.Module, split: Split, mean: float, std: float,
             batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """Logits (N, 10) for a device-resident split, in eval mode."""
-    was_training = model.training
-    model.eval()
-    outputs = [model(prepare(split.images[i:i + batch_size], mean, std)) for i in range(0, len(split), batch_size)]
-    model.train(was_training)
-    return torch.cat(outputs)
+    """Logits (N, 10) for a device-resident split."""
+    return torch.cat(_in_eval_batches(model, len(split), batch_size,
+                                      lambda batch: model(prepare(split.images[batch], mean, std))))
 
 
-@torch.no_grad()
 def classify(model: nn.Module, digits: torch.Tensor, mean: float, std: float,
              batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """Class probabilities (N, classes) for float digits (N, 28, 28) with pixels in [0, 1], on the
-    model's device, in eval mode: what `predict` and the playground show."""
-    was_training = model.training
-    model.eval()
+    """Class probabilities (N, classes) for float digits (N, 28, 28) with pixels in [0, 1], on the CPU
+    whatever the model's device: what `predict` and the playground show."""
     device = next(model.parameters()).device
-    outputs = [model(((digits[i:i + batch_size, None] - mean) / std).to(device)).softmax(dim=1).cpu()
-               for i in range(0, len(digits), batch_size)]
-    model.train(was_training)
+
+    def probabilities(batch: slice) -> torch.Tensor:
+        return model(((digits[batch, None] - mean) / std).to(device)).softmax(dim=1).cpu()
+
+    outputs = _in_eval_batches(model, len(digits), batch_size, probabilities)
     return torch.cat(outputs) if outputs else torch.zeros(0, 10)
 
 

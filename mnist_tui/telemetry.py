@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -290,26 +290,27 @@ def _open_process(pid: int) -> Any:
         return None
 
 
-def _process_cpu(process: Any) -> float | None:
+T = TypeVar("T")
+
+
+def _read_process(process: Any, read: Callable[[Any], T]) -> T | None:
+    """One reading of a trainer process, None when there is none or it has just gone away."""
     import psutil
 
     if process is None:
         return None
     try:
-        return float(process.cpu_percent(None))
+        return read(process)
     except (psutil.Error, OSError):
         return None
+
+
+def _process_cpu(process: Any) -> float | None:
+    return _read_process(process, lambda p: float(p.cpu_percent(None)))
 
 
 def _process_rss(process: Any) -> int | None:
-    import psutil
-
-    if process is None:
-        return None
-    try:
-        return int(process.memory_info().rss)
-    except (psutil.Error, OSError):
-        return None
+    return _read_process(process, lambda p: int(p.memory_info().rss))
 
 
 _cpu_meter = _CpuMeter()
