@@ -607,12 +607,12 @@ async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> 
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f6")
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 1 and "starting" in str(table.get_row_at(0)[1]))
+        await wait_for(pilot, lambda: table.row_count == 1 and "starting" in str(table.get_row_at(0)[2]))
         for event in run_events(str(run.path)):
             run.append_event(event)
         run.set_status("completed")
-        await wait_for(pilot, lambda: "completed" in str(table.get_row_at(0)[1]), seconds=10)
-        assert str(table.get_row_at(0)[4]) == "2/2"
+        await wait_for(pilot, lambda: "completed" in str(table.get_row_at(0)[2]), seconds=10)
+        assert str(table.get_row_at(0)[5]) == "2/2"
         # A run started elsewhere shows up by itself, and the cursor stays on the run it was on.
         await pilot.pause(1.1)  # a new second, so the new run's id sorts above
         create_run(runs, small_config())
