@@ -421,16 +421,14 @@ async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(train
         await pilot.press("escape")
         assert app.focused is screen.query_one("#checkpoints", DataTable)
 
-        # So is a file that turns out not to be a checkpoint: the last result comes back.
+        # So is a file that turns out not to be a checkpoint, and the last result, another file's, is gone.
         broken = tmp_path / "broken.pt"
         broken.write_bytes(b"PK\x03\x04 not really a zip")
-        shown = screen.result
         screen.evaluate(broken)
         await wait_for(pilot, lambda: any("not a readable PyTorch file" in n.message for n in app._notifications))
-        await wait_for(pilot, lambda: screen.result is shown)
         summary = str(screen.query_one("#eval-summary", Static).render())
-        assert str(bare) in summary and "not a readable PyTorch file" in summary.splitlines()[0]
-        assert screen.current == bare
+        assert "not a readable PyTorch file" in summary and str(bare) not in summary
+        assert screen.result is None and not screen.query(DigitImage)
 
 
 async def test_misclassified_digits_page_and_keep_their_place_on_resize(synthetic_root: Path, tmp_path: Path) -> None:
