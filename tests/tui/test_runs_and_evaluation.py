@@ -9,11 +9,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import dead_pid, small_config
 from fake_events import run_events
 from rich.console import Console
 from test_tui_app import wait_for
-from test_tui_snapshots import fake_result
+from test_tui_snapshots import SIZES, SnapCompare, fake_result
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Static
 
 from mnist_tui.checkpoints import Checkpoint
@@ -243,6 +245,27 @@ async def test_marked_runs_overlay_their_accuracy_or_loss_and_compare_toggles_th
         await screen.run_action("compare")
         await pilot.pause()
         assert any("Mark runs with space" in n.message for n in app._notifications)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_runs_screen_with_two_runs_compared_by_loss(snap_compare: SnapCompare, size: tuple[int, int], tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative runs folder keeps the machine's folders out of the picture
+    runs = Path("runs")
+    write_run(runs, "20261130-091500-mlp-aaaa", started=STARTED - 86400, accuracy_shift=0.01)
+    write_run(runs, "20261201-071400-cnn-bbbb", model="cnn", dataset="fashion-mnist", epochs=1)
+    write_run(runs, "20261201-081400-mlp-cccc", started=STARTED + 3600, status="stopped")
+
+    async def compare(pilot: Pilot[None]) -> None:
+        await pilot.press("f6")
+        screen = pilot.app.screen
+        assert isinstance(screen, RunsScreen)
+        await screen.loaded()
+        await pilot.press("down", "space", "down", "space", "l")
+        await pilot.pause()
+
+    app = MnistTuiApp(data_dir=Path("snapshot-data"), runs_dir=runs, download=False)
+    assert snap_compare(app, terminal_size=size, run_before=compare)
 
 
 # The Evaluation screen --------------------------------------------------------------------------------------
