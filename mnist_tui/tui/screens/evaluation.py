@@ -285,8 +285,8 @@ class EvaluationScreen(Screen[None]):
             self.app.call_from_thread(self._show_error, message)
 
     def _show_error(self, message: str) -> None:
-        """Say why, where the result would be: the last result was another file's, and left under the
-        message it read as this one's (it was cleared when this evaluation began)."""
+        """Say why, in a toast and where the result would be. The last result stays cleared (it was when
+        this evaluation began): it was another file's, and under this message it read as this one's."""
         self.query_one("#eval-progress").display = False
         self.notify(escape(message), title="Cannot evaluate", severity="error", timeout=8)
         self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
