@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -57,6 +58,23 @@ def format_duration(seconds: float | None) -> str:
 
 def format_percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
+
+
+def format_confidence(probability: float) -> str:
+    """How sure a model was of a prediction, `99.9%`, the same in `eval` and on the dashboard. Rounded
+    down, so that a mistake never reads 100% unless the model left no doubt at all."""
+    return f"{math.floor(probability * 1000 + 1e-9) / 10:.1f}%"  # the 1e-9: 0.995 * 1000 is 994.999...
+
+
+def format_loss(value: float) -> str:
+    """A loss to four decimals, the same in `eval` and on the dashboard."""
+    return f"{value:.4f}"
+
+
+def format_score(value: float) -> str:
+    """A per-class precision, recall or F1 to three decimals (a tenth of a percent), the same in `eval` and
+    on the dashboard, where ten rows of them fit beside the confusion matrix."""
+    return f"{value:.3f}"
 
 
 def format_memory(size: int | None) -> str:
@@ -192,7 +210,7 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
                   f"({result.samples:,} images){note}")
     if result.warning:
         console.print(f"[bold yellow]warning:[/] {escape(result.warning)}")
-    console.print(f"loss {result.loss:.4f}   accuracy [bold]{result.accuracy:.2%}[/] "
+    console.print(f"loss {format_loss(result.loss)}   accuracy [bold]{format_percent(result.accuracy)}[/] "
                   f"({result.samples - len(result.mistakes):,}/{result.samples:,})   {result.seconds:.2f}s")
     labels = [score.label for score in result.per_class]
     # Columns by class number: Fashion-MNIST's names ("Ankle boot") would not fit ten across 80 columns.
@@ -208,7 +226,7 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
     for column in ("class", "precision", "recall", "f1", "support"):
         scores.add_column(column, justify="left" if column == "class" else "right")
     for score in result.per_class:
-        scores.add_row(score.label, f"{score.precision:.4f}", f"{score.recall:.4f}", f"{score.f1:.4f}",
+        scores.add_row(score.label, format_score(score.precision), format_score(score.recall), format_score(score.f1),
                        str(score.support))
     console.print(scores)
     if mistakes and result.mistakes:
@@ -218,7 +236,7 @@ def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes:
             wrong.add_column(column, justify="right")
         for mistake in result.mistakes[:mistakes]:
             wrong.add_row(str(mistake.index), labels[mistake.true], labels[mistake.predicted],
-                          f"{mistake.confidence:.1%}")
+                          format_confidence(mistake.confidence))
         console.print(wrong)
 
 

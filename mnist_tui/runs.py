@@ -355,6 +355,12 @@ class RunSummary:
     """Validation accuracy of each epoch, for comparing runs' curves."""
     skipped_lines: int = 0
     """Lines of its event log that are not valid events (progress reports not counted: not read)."""
+    started: float | None = None
+    """When it first began training (Unix time, from its log's first `run_started`); None before that."""
+    train_losses: list[float] = field(default_factory=list)
+    """Training loss of each epoch, for comparing runs' loss curves."""
+    val_losses: list[float] = field(default_factory=list)
+    """Validation loss of each epoch."""
 
     @property
     def skipped_note(self) -> str:
@@ -365,7 +371,8 @@ class RunSummary:
         return {"run_id": self.run_id, "path": str(self.path), "status": self.status, "model": self.model,
                 "dataset": self.dataset, "epochs_done": self.epochs_done, "epochs": self.epochs,
                 "best_val_accuracy": self.best_val_accuracy, "duration": self.duration, "message": self.message,
-                "val_accuracies": self.val_accuracies, "skipped_lines": self.skipped_lines}
+                "val_accuracies": self.val_accuracies, "skipped_lines": self.skipped_lines, "started": self.started,
+                "train_losses": self.train_losses, "val_losses": self.val_losses}
 
 
 def skipped_note(count: int) -> str:
@@ -394,9 +401,11 @@ def summarize(run: RunDir) -> RunSummary:
         duration = started.elapsed_before + last - started.time
     best = max((e.val_accuracy for e in epochs), default=None)
     message = finished.message if isinstance(finished, RunFailed) else ""
+    first = next((e for e in events if isinstance(e, RunStarted) and e.time), None)  # 0: a log from before `time`
     return RunSummary(run.run_id, run.path, status, config.model, config.dataset,
                       epochs[-1].epoch if epochs else 0, config.epochs, best, duration, message,
-                      [e.val_accuracy for e in epochs], log.skipped)
+                      [e.val_accuracy for e in epochs], log.skipped, first.time if first else None,
+                      [e.train_loss for e in epochs], [e.val_loss for e in epochs])
 
 
 def untold_ending(run: RunDir, status: str) -> RunFinished:

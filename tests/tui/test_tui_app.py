@@ -421,16 +421,14 @@ async def test_evaluation_screen_evaluates_a_checkpoint_and_pages_mistakes(train
         await pilot.press("escape")
         assert app.focused is screen.query_one("#checkpoints", DataTable)
 
-        # So is a file that turns out not to be a checkpoint: the last result comes back.
+        # So is a file that turns out not to be a checkpoint, and the last result, another file's, is gone.
         broken = tmp_path / "broken.pt"
         broken.write_bytes(b"PK\x03\x04 not really a zip")
-        shown = screen.result
         screen.evaluate(broken)
         await wait_for(pilot, lambda: any("not a readable PyTorch file" in n.message for n in app._notifications))
-        await wait_for(pilot, lambda: screen.result is shown)
         summary = str(screen.query_one("#eval-summary", Static).render())
-        assert str(bare) in summary and "not a readable PyTorch file" in summary.splitlines()[0]
-        assert screen.current == bare
+        assert "not a readable PyTorch file" in summary and str(bare) not in summary
+        assert screen.result is None and not screen.query(DigitImage)
 
 
 async def test_misclassified_digits_page_and_keep_their_place_on_resize(synthetic_root: Path, tmp_path: Path) -> None:
@@ -607,12 +605,12 @@ async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> 
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f6")
         table = app.screen.query_one(DataTable)
-        await wait_for(pilot, lambda: table.row_count == 1 and "starting" in str(table.get_row_at(0)[1]))
+        await wait_for(pilot, lambda: table.row_count == 1 and "starting" in str(table.get_row_at(0)[2]))
         for event in run_events(str(run.path)):
             run.append_event(event)
         run.set_status("completed")
-        await wait_for(pilot, lambda: "completed" in str(table.get_row_at(0)[1]), seconds=10)
-        assert str(table.get_row_at(0)[4]) == "2/2"
+        await wait_for(pilot, lambda: "completed" in str(table.get_row_at(0)[2]), seconds=10)
+        assert str(table.get_row_at(0)[5]) == "2/2"
         # A run started elsewhere shows up by itself, and the cursor stays on the run it was on.
         await pilot.pause(1.1)  # a new second, so the new run's id sorts above
         create_run(runs, small_config())

@@ -1,5 +1,6 @@
 """The evaluation screen: pick a checkpoint with the keyboard, evaluate it in the background, and see
-loss, accuracy, the confusion matrix as a heat map, per-class scores and a gallery of its mistakes."""
+loss, accuracy, the confusion matrix as a heat map, per-class scores and a gallery of its mistakes, each
+section a key away on a short terminal."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.dom import DOMNode
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
+from mnist_tui.reporting import format_confidence, format_loss, format_percent, format_score
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.paths import expand_path, resolved
 from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog
@@ -30,6 +34,11 @@ if TYPE_CHECKING:
 CARD_WIDTH = 30
 SIDE_BY_SIDE_WIDTH = 100
 """Columns below which the per-class table goes under the confusion matrix instead of beside it."""
+SECTIONS = {"summary": ("#eval-summary", "s"), "per class": ("#per-class", "c"), "mistakes": ("#gallery-title", "m")}
+"""The parts of a result a key scrolls to (the widget at the top of each, and the key), so that on a short
+terminal the per-class table and the digits below the fold are a key away, and said to be there."""
+SHOWN_ROWS = 3
+"""Rows of a section that must be in view for it to count as shown: a title alone at the bottom does not."""
 
 
 def local_time(iso: str, today: dt.date | None = None) -> str:
@@ -70,8 +79,8 @@ def class_scores(result: EvaluationResult) -> Table:
     for column in ("class", "prec", "recall", "f1", "n"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for score in result.per_class:
-        table.add_row(score.label[:11], f"{score.precision:.3f}", f"{score.recall:.3f}", f"{score.f1:.3f}",
-                      str(score.support))
+        table.add_row(score.label[:11], format_score(score.precision), format_score(score.recall),
+                      format_score(score.f1), str(score.support))
     return table
 
 
@@ -79,11 +88,14 @@ class EvaluationScreen(Screen[None]):
     """Checkpoints of every run, and the full evaluation of the chosen one."""
 
     BINDINGS = [
-        Binding("r", "refresh", "Refresh", tooltip="the checkpoint list"),
+        Binding("r", "refresh", "Refresh", show=False),  # the list is read again whenever the screen is shown
         Binding("o", "browse", "Browse", tooltip="for a .pt or .pth file"),
         Binding("slash", "type_path", "Path", tooltip="of a checkpoint file, typed in"),
+        Binding("s", "section('summary')", "Summary", show=False),  # the line under the results says it
+        Binding("c", "section('per class')", "Per class", tooltip="precision, recall and F1 of each class"),
+        Binding("m", "section('mistakes')", "Mistakes", tooltip="the misclassified digits"),
         Binding("right_square_bracket", "page(1)", "Next page", tooltip="of misclassified digits"),
-        Binding("left_square_bracket", "page(-1)", "Prev page", tooltip="of misclassified digits"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", show=False),  # the gallery's title says it
         Binding("escape", "leave_path", show=False),
     ]
 
@@ -94,9 +106,6 @@ class EvaluationScreen(Screen[None]):
         self.download = download
         self.paths: list[Path] = []
         self.result: EvaluationResult | None = None
-        self.shown: tuple[Path, EvaluationResult, bool] | None = None
-        """The last result shown (its file, the result, whether it was a bare state_dict): a file that
-        cannot be evaluated puts it back, as a mistyped path leaves it."""
         self.page = 0
         self.first_shown = 0
         """The first digit on the page: a resize that changes how many fit keeps it in view."""
@@ -119,12 +128,15 @@ class EvaluationScreen(Screen[None]):
                 yield Static("", id="per-class")
             yield Static("", id="gallery-title")
             yield Horizontal(id="gallery")
+        yield Static("", id="eval-fold")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#checkpoints", DataTable)
         table.add_columns("run", "ckpt", "epoch", "model", "dataset", "val acc", "saved")
         self.query_one("#eval-progress").display = False
+        self.query_one("#eval-fold").display = False
+        self.watch(self.query_one("#eval-results"), "scroll_y", self._scrolled, init=False)
         table.focus()
         if self.queued is not None:
             self.call_after_refresh(self.evaluate, self.queued)
@@ -162,8 +174,8 @@ class EvaluationScreen(Screen[None]):
                 table.add_row(Text(path.parent.name), Text(path.name), "", "", "", Text("unreadable", style="red"), "")
             else:
                 path = item.path
-                accuracy = "-" if item.val_accuracy is None else f"{item.val_accuracy:.2%}"
-                table.add_row(Text(item.run_id), item.kind, item.position, item.model, item.dataset, accuracy,
+                table.add_row(Text(item.run_id), item.kind, item.position, item.model, item.dataset,
+                              format_percent(item.val_accuracy),
                               Text(local_time(item.created)))
             self.paths.append(path)
         if self.result is None and self.current is None:  # nothing evaluated: say what to do
@@ -216,8 +228,8 @@ class EvaluationScreen(Screen[None]):
 
     def evaluate(self, path: Path) -> None:
         """Evaluate `path` in the background; before the screen is first shown, once it is. A file that
-        cannot be evaluated is refused in a toast and above the last result, which comes back (a mistyped
-        path is refused at once, and what is on screen stays)."""
+        cannot be evaluated is refused in a toast and in place of the last result, which was another file's
+        (a mistyped path is refused at once, and what is on screen stays)."""
         if not self.query("#eval-status"):
             self.queued = path
             return
@@ -245,6 +257,9 @@ class EvaluationScreen(Screen[None]):
         for widget_id in ("#eval-summary", "#confusion", "#per-class", "#gallery-title"):
             self.query_one(widget_id, Static).update("")
         self.query_one("#gallery").remove_children()
+        self.query_one("#eval-results").scroll_home(animate=False)
+        self.refresh_bindings()
+        self._show_fold()
 
     @work(thread=True, exclusive=True, group="evaluate")
     def _evaluate(self, path: Path) -> None:
@@ -270,23 +285,18 @@ class EvaluationScreen(Screen[None]):
             self.app.call_from_thread(self._show_error, message)
 
     def _show_error(self, message: str) -> None:
+        """Say why, in a toast and where the result would be. The last result stays cleared (it was when
+        this evaluation began): it was another file's, and under this message it read as this one's."""
         self.query_one("#eval-progress").display = False
         self.notify(escape(message), title="Cannot evaluate", severity="error", timeout=8)
-        if self.shown is None:
-            self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
-            return
-        self.current, result, bare_state_dict = self.shown
-        self._select(self.current)
-        self._show_result(result, bare_state_dict, refused=message)
+        self.query_one("#eval-summary", Static).update(Text(message, style="bold red"))
 
-    def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False, refused: str = "") -> None:
-        """Show a result; with `refused`, the message of a later evaluation that failed, above it."""
+    def _show_result(self, result: EvaluationResult, bare_state_dict: bool = False) -> None:
         from mnist_tui.checkpoints import BARE_STATE_DICT_NOTE
         from mnist_tui.data import DATASET_SPECS
 
         self.query_one("#eval-progress").display = False
         self.result, self.page, self.first_shown = result, 0, 0
-        self.shown = (self.current or Path(result.checkpoint), result, bare_state_dict)
         labels = list(DATASET_SPECS[result.dataset].classes)
         path = Path(result.checkpoint)
         runs_dir = resolved(self.runs_dir)  # the trainer names its checkpoints by absolute path
@@ -294,14 +304,14 @@ class EvaluationScreen(Screen[None]):
         note = f" · [yellow]{BARE_STATE_DICT_NOTE}[/]" if bare_state_dict else ""
         note += f"\n[bold yellow]warning: {escape(result.warning)}[/]" if result.warning else ""
         self.query_one("#eval-summary", Static).update(
-            (f"[bold red]{escape(refused)}[/]\n" if refused else "") +
             f"[b]{escape(str(shown))}[/b]  {result.dataset} "
             f"{result.split} ({result.samples:,} images, {result.seconds:.2f}s){note}\n"
-            f"accuracy [b]{result.accuracy:.2%}[/b]   loss {result.loss:.4f}   "
-            f"{len(result.mistakes):,} misclassified" + (" (] shows them)" if result.mistakes else ""))
+            f"accuracy [b]{format_percent(result.accuracy)}[/b]   loss {format_loss(result.loss)}   "
+            f"{len(result.mistakes):,} misclassified" + (" (m shows them)" if result.mistakes else ""))
         self.query_one("#confusion", Static).update(confusion_heatmap(result.confusion_matrix, labels))
         self.query_one("#per-class", Static).update(class_scores(result))
         self.show_gallery()
+        self.refresh_bindings()
 
     def cards_per_page(self) -> int:
         return max(1, (self.query_one("#eval-results").size.width - 2) // CARD_WIDTH)
@@ -329,10 +339,58 @@ class EvaluationScreen(Screen[None]):
             mistake = result.mistakes[offset]
             pixels = result.mistake_images[offset].tolist()
             caption = (f"#{mistake.index} true [b]{labels[mistake.true]}[/b] → "
-                       f"[red]{labels[mistake.predicted]}[/] {mistake.confidence:.0%}")
+                       f"[red]{labels[mistake.predicted]}[/] {format_confidence(mistake.confidence)}")
             # Caption first: on a short terminal the digit's lower rows go below the fold, not what it was taken for.
             cards.append(Vertical(Label(caption, classes="caption"), DigitImage(pixels), classes="card"))
         gallery.mount_all(cards)
+        self.call_after_refresh(self._show_fold)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The keys that move about a result only while there is one; paging only through mistakes."""
+        if action == "section":
+            return self.result is not None
+        if action == "page":
+            return self.result is not None and bool(self.result.mistakes)
+        return True
+
+    def action_section(self, name: str) -> None:
+        """Scroll the results so that section `name` (see SECTIONS) is at the top."""
+        results = self.query_one("#eval-results", VerticalScroll)
+        if name == "summary":
+            results.scroll_home(animate=False)
+        else:
+            results.scroll_to_widget(self.query_one(SECTIONS[name][0]), top=True, animate=False)
+
+    def _scrolled(self) -> None:
+        self.call_after_refresh(self._show_fold)  # once the sections are where the scroll put them
+
+    def _show_fold(self) -> None:
+        """Under the results, name the sections scrolled out of view and their keys (at 80x24 the per-class
+        table and the digits are below the fold); nothing while all are in view."""
+        fold = self.query_one("#eval-fold", Static)
+        results = self.query_one("#eval-results", VerticalScroll)
+        top, bottom = results.scroll_y, results.scroll_y + results.scrollable_content_region.height
+        out_of_view = []
+        if self.result is not None:
+            for name, (selector, key) in SECTIONS.items():
+                start = self._offset_in(results, self.query_one(selector))
+                if start < top:
+                    out_of_view.append(f"{key} {name} ↑")
+                elif start > bottom - SHOWN_ROWS:
+                    out_of_view.append(f"{key} {name} ↓")
+        fold.update("out of view: " + " · ".join(out_of_view))
+        fold.display = bool(out_of_view)
+
+    @staticmethod
+    def _offset_in(container: Widget, widget: Widget) -> int:
+        """How far down `container`'s scrolled content `widget` begins, whatever the scroll."""
+        offset = 0
+        node: DOMNode | None = widget
+        while node is not None and node is not container:
+            if isinstance(node, Widget):
+                offset += node.virtual_region.y
+            node = node.parent
+        return offset
 
     def action_page(self, delta: int) -> None:
         """Page the misclassified digits; while they are scrolled out of sight (below the tables on a short
@@ -351,3 +409,4 @@ class EvaluationScreen(Screen[None]):
         self.query_one("#eval-tables").set_class(event.size.width < SIDE_BY_SIDE_WIDTH, "-stacked")
         if self.result is not None:
             self.call_after_refresh(self.show_gallery)
+        self.call_after_refresh(self._show_fold)

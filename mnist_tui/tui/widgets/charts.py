@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Literal
 
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
@@ -219,29 +220,57 @@ class AccuracyChart(Chart):
         self.set_epoch_axis(self.epochs)
 
 
+RunMetric = Literal["accuracy", "loss"]
+"""What the runs chart compares: validation accuracy, or training and validation loss."""
+RUN_COLORS: list[tuple[int, int, int]] = [(0, 130, 200), (60, 180, 75), (230, 25, 75), (255, 225, 25),
+                                          (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]
+"""One colour per run shown, kept by its place in the list whichever metric is drawn (the start of
+textual-plotext's sequence, chosen to read on light and dark themes)."""
+
+
 class RunsChart(Chart):
-    """Validation accuracy per epoch of several runs, overlaid to compare them."""
+    """Per-epoch curves of several runs overlaid to compare them: validation accuracy, or training and
+    validation loss. Each epoch is marked as well as joined, so a one-epoch run is a mark, not a speck."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.curves: dict[str, list[float]] = {}
+        """Validation accuracy of each epoch, by run id."""
+        self.losses: dict[str, tuple[list[float], list[float]]] = {}
+        """Training and validation loss of each epoch, by run id."""
         self.shown: list[str] = []
+        self.metric: RunMetric = "accuracy"
 
-    def show(self, run_ids: list[str]) -> None:
-        self.shown = run_ids
+    def show(self, run_ids: list[str], metric: RunMetric = "accuracy") -> None:
+        self.shown, self.metric = run_ids, metric
         self.replot()
 
     def draw(self) -> None:
         plt = self.plt
-        curves = [(run_id, [100 * a for a in self.curves[run_id]]) for run_id in self.shown if self.curves.get(run_id)]
-        # An empty frame explains itself: the runs shown have not finished an epoch.
-        plt.title("validation accuracy %" if curves or not self.shown else
-                  "validation accuracy %: no finished epoch yet")
         plt.xlabel("epoch")
-        for run_id, curve in curves:
-            plt.plot(list(range(1, len(curve) + 1)), curve, label=legend_label(run_id), marker="braille")
-        self.set_y_axis([a for _, curve in curves for a in curve], len(curves))
-        self.set_epoch_axis([float(len(curve)) for _, curve in curves] + [1.0] * bool(curves))
+        if self.metric == "loss":
+            name, key, marks = "loss per epoch", "  x train  • val", ["x", "dot"]
+            series = [(run_id, list(self.losses[run_id])) for run_id in self.shown
+                      if self.losses.get(run_id, ([], []))[1]]
+        else:
+            name, key, marks = "validation accuracy %", "", ["dot"]
+            series = [(run_id, [[100 * a for a in self.curves[run_id]]]) for run_id in self.shown
+                      if self.curves.get(run_id)]
+        # An empty frame explains itself: the runs shown have not finished an epoch.
+        plt.title(name + key if series or not self.shown else f"{name}: no finished epoch yet")
+        values: list[float] = []
+        for run_id, curves in series:
+            color = RUN_COLORS[self.shown.index(run_id) % len(RUN_COLORS)]
+            for number, (curve, mark) in enumerate(zip(curves, marks, strict=True)):
+                epochs, points = finite_points([float(e) for e in range(1, len(curve) + 1)], curve)
+                if len(points) > 1:
+                    plt.plot(epochs, points, marker="braille", color=color)
+                # The run is named once in the legend, by its last series (the validation one).
+                plt.scatter(epochs, points, marker=mark, color=color,
+                            label=legend_label(run_id) if number == len(marks) - 1 else None)
+                values += points
+        self.set_y_axis(values, len(series))
+        self.set_epoch_axis([float(len(curves[-1])) for _, curves in series] + [1.0] * bool(series))
 
 
 def legend_label(run_id: str) -> str:
