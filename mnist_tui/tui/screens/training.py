@@ -227,12 +227,13 @@ class TrainingScreen(Screen[None]):
         return view
 
     def _write(self, log: RichLog, line: LogLine) -> None:
-        log.write(log_markup(line))
+        text = log_markup(line)
+        if line.kind == "finished":  # on the same line: at 80x24 the log has five rows
+            evaluate = "its last.pt" if self.view.best is None else "the best checkpoint"
+            text += f". Press [b]e[/b] to evaluate {evaluate}."
+        log.write(text)
         if line.figures is not None and line.figures.gpu_memory:
             log.write(f"[dim]gpu memory: {line.figures.gpu_memory} (peak allocated/reserved)[/]")
-        if line.kind == "finished":
-            evaluate = "its last.pt" if self.view.best is None else "the best checkpoint"
-            log.write(f"Press [b]e[/b] to evaluate {evaluate}.")
 
     def redraw(self) -> None:
         view = self.view
