@@ -267,16 +267,23 @@ class TrainingScreen(Screen[None]):
         return self.description
 
     def draw_status(self) -> None:
-        """The status line, short words first so that the usual run's fits 80 columns (lr, last, is cut
-        there). Drawn at once when a key asks something of the trainer, not at the next drain."""
+        """The status line, short words first so that the usual run's fits 80 columns; what does not fit is
+        left out from the end (the lr, at 80 columns), never cut mid-figure. Drawn at once when a key asks
+        something of the trainer, not at the next drain."""
         view = self.view
+        stats = self.query_one("#run-stats", Static)
         style = STATUS_STYLE.get(view.shown_state if not view.awaiting else "starting", "white")
         best = f"best {format_percent(view.best.val_accuracy)} (ep {view.best.epoch})" if view.best else "best -"
         # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
-        self.query_one("#run-stats", Static).update(
-            f"[{style}]{escape(view.status)}[/] · {format_throughput(view.throughput)} img/s · "
-            f"loss {format_loss(view.train_loss)} · training {format_duration(view.trained_seconds)} · {best} · "
-            f"lr {format_lr(view.lr)}")
+        parts = [view.status, f"{format_throughput(view.throughput)} img/s", f"loss {format_loss(view.train_loss)}",
+                 f"training {format_duration(view.trained_seconds)}", best, f"lr {format_lr(view.lr)}"]
+        while len(parts) > 1 and stats.size.width and len(" · ".join(parts)) > stats.size.width:
+            parts.pop()
+        stats.update(" · ".join([f"[{style}]{escape(parts[0])}[/]", *parts[1:]]))
+
+    def on_resize(self) -> None:
+        """Fit the status line to its new width, once it has it."""
+        self.call_after_refresh(self.draw_status)
 
     # Telemetry --------------------------------------------------------------------------------------
 
