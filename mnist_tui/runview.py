@@ -254,6 +254,12 @@ class RunView:
         return self.shown_state in ACTIVE_STATES
 
     @property
+    def pausing_or_paused(self) -> bool:
+        """Whether the run is paused or asked to be (and not asked to resume since): what `p` toggles, so a
+        second `p` before the trainer answers takes the first back."""
+        return self.awaiting == "pause" or (self.shown_state == "paused" and self.awaiting != "resume")
+
+    @property
     def epochs(self) -> int:
         return int(self.started.config["epochs"]) if self.started else 0
 
@@ -329,7 +335,10 @@ def fold(view: RunView, event: Event) -> RunView:
     replace = dataclasses.replace
     if isinstance(event, BatchProgress):  # the hot path: most of a log
         x = event.epoch - 1 + event.step / event.steps
+        # Training on: a resume asked for is done, even one that took back a pause the trainer never saw.
+        awaiting = "" if view.awaiting == "resume" and view.state == "running" else view.awaiting
         return replace(view, epoch=event.epoch, step=event.step, samples_per_second=event.samples_per_second,
+                       awaiting=awaiting,
                        lr=event.lr, epoch_elapsed=event.elapsed, train_loss=event.loss,
                        loss_points=view.loss_points.append((x, event.loss)),
                        accuracy_points=view.accuracy_points.append((x, event.accuracy)))

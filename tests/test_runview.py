@@ -119,6 +119,11 @@ def test_a_request_is_shown_until_the_trainer_answers_it() -> None:
     assert (paused.status, paused.awaiting) == ("paused", "")
     resuming = asked(paused, "resume")
     assert resuming.status == "resuming…" and fold(resuming, RunResumed(1, 2)).status == "running"
+    # A pause taken back before the trainer saw it: the trainer never pauses, so never resumes; it trains on.
+    taken_back = asked(pausing, "resume")
+    assert taken_back.status == "resuming…" and not taken_back.pausing_or_paused
+    assert fold(taken_back, run_events()[4]).status == "running"
+    assert pausing.pausing_or_paused and paused.pausing_or_paused and not resuming.pausing_or_paused
     stopping = asked(running, "stop")
     assert stopping.status == "stopping…"
     assert fold(stopping, RunPaused(1, 2)).status == "stopping…"  # not what was asked: still waiting

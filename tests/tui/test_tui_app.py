@@ -568,18 +568,21 @@ async def test_a_key_that_steers_the_run_is_acknowledged_at_once(tmp_path: Path)
         steer(screen, session)
         await pilot.press("p")
         assert session.commands == ["pause"] and status_line(screen).startswith("pausing…")
-        # Asked once: a second `p` before the answer sends nothing, and the footer dims it.
-        await pilot.press("p")
-        assert session.commands == ["pause"]
-        assert screen.check_action("toggle_pause", ("pause",)) is None
+        assert screen.check_action("toggle_pause", ("resume",)) is True  # `p` now takes it back
         screen.receive(RunPaused(1, 5))
         screen.drain()
         assert status_line(screen).startswith("paused")
-        assert screen.check_action("toggle_pause", ("resume",)) is True
 
         await pilot.press("p")
         assert session.commands[-1] == "resume" and status_line(screen).startswith("resuming…")
         screen.receive(RunResumed(1, 5))
+        screen.drain()
+        assert status_line(screen).startswith("running")
+
+        # A pause taken back before the trainer saw it: the trainer goes on, and says so by training on.
+        await pilot.press("p", "p")
+        assert session.commands[-2:] == ["pause", "resume"] and status_line(screen).startswith("resuming…")
+        screen.receive(run_events()[6])
         screen.drain()
         assert status_line(screen).startswith("running")
 

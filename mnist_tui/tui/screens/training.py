@@ -360,23 +360,20 @@ class TrainingScreen(Screen[None]):
     # Actions ----------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Pause and stop only while the run shown is live, hidden otherwise; `p` is named Resume while the
-        run is paused; a request on its way dims its key (the status line says `pausing…`), and a stop
-        under way hides pause and resume."""
+        """Pause and stop only while the run shown is live, left out of the footer otherwise; `p` is named
+        Resume while the run is paused or pausing (a second `p` takes a pause back); a stop under way dims
+        `s` and leaves out `p`."""
         if action not in ("toggle_pause", "stop"):
             return True
         view = self.view
         if not view.active:
             return False
-        if view.awaiting == "stop":
-            return None if action == "stop" else False
         if action == "stop":
-            return True
-        paused = view.shown_state == "paused"
-        named = parameters[0] if parameters else None
-        if (named == "resume" and not paused) or (named == "pause" and paused):
+            return None if view.awaiting == "stop" else True
+        if view.awaiting == "stop":
             return False
-        return None if view.awaiting else True
+        named = parameters[0] if parameters else None
+        return {"resume": view.pausing_or_paused, "pause": not view.pausing_or_paused}.get(str(named), True)
 
     def on_key(self, event: Key) -> None:
         """`p` or `s` on a run that has ended: the footer leaves them out, but a key that does nothing at
@@ -406,9 +403,9 @@ class TrainingScreen(Screen[None]):
         if self.session is None or not self.active:
             self._not_live()
             return
-        if self.view.awaiting:  # asked already: the status line says so until the trainer answers
+        if self.view.awaiting == "stop":  # stopping: there is nothing left to pause
             return
-        resume = self.view.shown_state == "paused"
+        resume = self.view.pausing_or_paused
         try:
             if resume:
                 self.session.resume()
