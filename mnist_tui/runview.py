@@ -25,11 +25,11 @@ from mnist_tui.events import (
     RunResumed,
     RunStarted,
 )
+from mnist_tui.runs import ACTIVE_STATUSES
 
 Item = TypeVar("Item")
 MAX_POINTS = 4000
 """Per-report chart points a view keeps; past it, every other one is dropped (never the epochs)."""
-ACTIVE_STATES = ("starting", "running", "paused")
 FIRST_STAGE = "launching the trainer"
 """What a run is doing before its trainer has said anything."""
 
@@ -251,7 +251,7 @@ class RunView:
     @property
     def active(self) -> bool:
         """A trainer is (or is about to be) at work: it can be paused and stopped."""
-        return self.shown_state in ACTIVE_STATES
+        return self.shown_state in ACTIVE_STATUSES
 
     @property
     def pausing_or_paused(self) -> bool:

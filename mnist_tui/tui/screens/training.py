@@ -161,10 +161,9 @@ class TrainingScreen(Screen[None]):
         self.skipped_shown = 0
         self.description = description
         if self.is_mounted:
-            self.query_one(LossChart).show(view)
-            self.query_one(AccuracyChart).show(view)
-            self.query_one(LossChart).replot()
-            self.query_one(AccuracyChart).replot()
+            for chart in (self.query_one(LossChart), self.query_one(AccuracyChart)):
+                chart.show(view)
+                chart.replot()
             self.query_one(RichLog).clear()
             self.query_one(DeviceStrip).display = False
             self.refresh_bindings()
