@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import resource
 import shlex
@@ -40,6 +39,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input
 
 from mnist_tui.data import resolve_data_dir
+from mnist_tui.events import EpochEnded, RunFailed, parse_line
 from mnist_tui.tui.app import MnistTuiApp
 
 POLL = 0.005
@@ -57,7 +57,7 @@ class EventLogTail:
     def __init__(self, file: BinaryIO) -> None:
         self.file = file
         self.partial = b""
-        self.epoch_ends: list[dict[str, float]] = []
+        self.epoch_ends: list[EpochEnded] = []
         self.failure: str | None = None
 
     def wait_for_epochs(self, count: int) -> None:
@@ -65,10 +65,12 @@ class EventLogTail:
         while True:
             *lines, self.partial = (self.partial + self.file.read()).split(b"\n")
             for line in lines:
-                if b'"epoch_end"' in line:
-                    self.epoch_ends.append(json.loads(line))
-                elif b'"run_failed"' in line:
-                    self.failure = json.loads(line)["message"]
+                if b'"epoch_end"' in line or b'"run_failed"' in line:  # progress lines, the most, left unread
+                    event = parse_line(line)
+                    if isinstance(event, EpochEnded):
+                        self.epoch_ends.append(event)
+                    elif isinstance(event, RunFailed):
+                        self.failure = event.message
             if len(self.epoch_ends) >= count or self.failure is not None:
                 return
             time.sleep(POLL)
@@ -117,7 +119,7 @@ async def alternate(data_root: Path, runs: Path, epochs: int, phase: int) -> Alt
                 result.attached.append(attached)
                 result.cpu[attached] += cpu_seconds() - cpu_before
                 result.wall[attached] += time.perf_counter() - wall_before
-        result.samples_per_second = [event["samples_per_second"] for event in log.epoch_ends]
+        result.samples_per_second = [event.samples_per_second for event in log.epoch_ends]
         await finish(app, pilot)
     return result
 

@@ -159,6 +159,9 @@ class RunFailed:
     message: str
     run_dir: str
     epoch: int = 0
+    crashed: bool = False
+    """The trainer died without a word, as the dashboard's session finds (the run's status says a trainer
+    is at work, its process is gone): Runs lists such a run `crashed`, and so does the panel."""
 
 
 Event = (RunPreparing | RunStarted | BatchProgress | EpochEnded | CheckpointSaved | RunPaused | RunResumed

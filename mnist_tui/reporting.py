@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import sys
@@ -23,17 +22,19 @@ from rich.progress import (
 from rich.table import Table
 
 from mnist_tui.config import TrainConfig
-from mnist_tui.events import (
-    BatchProgress,
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunPaused,
-    RunResumed,
-    RunStarted,
-)
+from mnist_tui.events import EpochEnded, Event, RunFailed, RunFinished
 from mnist_tui.runs import RunSummary
+from mnist_tui.runview import (
+    EpochFigures,
+    LogLine,
+    RunView,
+    fold,
+    format_duration,
+    format_loss,
+    format_memory,
+    format_percent,
+    format_throughput,
+)
 from mnist_tui.telemetry import TelemetrySnapshot, visible_gpus
 
 if TYPE_CHECKING:  # torch-free at run time, so the dashboard can use the formatters without importing torch
@@ -45,19 +46,19 @@ STATUS_STYLE = {"completed": "green", "running": "cyan", "starting": "cyan", "pa
                 "failed": "red", "crashed": "red", "unreadable": "red"}
 
 
+TONE_STYLES = {"good": "green", "warning": "yellow", "error": "red", "quiet": "dim"}
+"""How the CLI and the dashboard show a log line's tone (see runview.LogLine)."""
+
+
+def toned(text: str, tone: str) -> str:
+    """Plain `text` as Rich markup in its tone's style."""
+    style = TONE_STYLES.get(tone)
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
 def styled_status(status: str) -> str:
     """A run status as Rich markup, coloured the same in the CLI and the dashboard."""
     return f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]"
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    return str(dt.timedelta(seconds=round(seconds)))
-
-
-def format_percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2%}"
 
 
 def format_confidence(probability: float) -> str:
@@ -66,39 +67,15 @@ def format_confidence(probability: float) -> str:
     return f"{math.floor(probability * 1000 + 1e-9) / 10:.1f}%"  # the 1e-9: 0.995 * 1000 is 994.999...
 
 
-def format_loss(value: float) -> str:
-    """A loss to four decimals, the same in `eval` and on the dashboard."""
-    return f"{value:.4f}"
-
-
 def format_score(value: float) -> str:
     """A per-class precision, recall or F1 to three decimals (a tenth of a percent), the same in `eval` and
     on the dashboard, where ten rows of them fit beside the confusion matrix."""
     return f"{value:.3f}"
 
 
-def format_memory(size: int | None) -> str:
-    """Bytes in binary units, short: `512 MiB`, `7.5 GiB`, `71 GiB`."""
-    if size is None:
-        return "-"
-    gib = size / 2**30
-    if gib >= 10:
-        return f"{gib:.0f} GiB"
-    if gib >= 1:
-        return f"{gib:.1f} GiB"
-    return f"{size / 2**20:.0f} MiB"
-
-
 def short_gpu_name(name: str) -> str:
     """`NVIDIA H100 80GB HBM3` as `H100 80GB HBM3`: every board here is NVIDIA's."""
     return name.removeprefix("NVIDIA ").strip() or name
-
-
-def format_gpu_memory(event: EpochEnded) -> str:
-    """An epoch's GPU memory as `412 MiB/1.0 GiB` (peak allocated / reserved), or `-` off a GPU."""
-    if event.gpu_memory_peak is None:
-        return "-"
-    return f"{format_memory(event.gpu_memory_peak)}/{format_memory(event.gpu_memory_reserved)}"
 
 
 def threads_note(threads: int, requested: int) -> str:
@@ -124,9 +101,13 @@ class PipeSafeConsole(Console):
 
 
 class ConsoleReporter:
-    """Shows a run's events as two progress bars (run, epoch) with ETA and samples/s, and an epoch table."""
+    """Shows a run as two progress bars (run, epoch) with ETA and samples/s, and its story as the training
+    panel tells it (see runview), the epochs as a table."""
 
     COLUMNS = ("epoch", "train loss", "train acc", "val loss", "val acc", "lr", "time", "samples/s")
+    LEFT_OUT = ("saved", "failed")
+    """Log lines left out: a checkpoint after every epoch would split the table, and the CLI says why a
+    run failed on stderr."""
 
     def __init__(self, config: TrainConfig, console: Console | None = None) -> None:
         self.config = config
@@ -137,67 +118,77 @@ class ConsoleReporter:
             TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=self.console, transient=True)
         self.run_task: TaskID | None = None
         self.epoch_task: TaskID | None = None
-        self.steps = 1
+        self.view = RunView()
+        self.printed = 0
+        """Lines of the view's log printed so far."""
+        self.headed = False
+        """Whether the epochs' table has its header: it comes before the first epoch's row."""
 
     def show(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
-            self._started(event)
-        elif isinstance(event, BatchProgress) and self.run_task is not None and self.epoch_task is not None:
-            done = (event.epoch - 1) * event.steps + event.step
-            self.progress.update(self.run_task, completed=done, note=f"epoch {event.epoch}/{self.config.epochs}")
-            self.progress.update(self.epoch_task, completed=event.step,
-                                 note=f"loss {event.loss:.4f}  {event.samples_per_second:,.0f} samples/s")
-        elif isinstance(event, EpochEnded):
-            best = " *" if event.is_best else ""
-            memory = "" if event.gpu_memory_peak is None else f" {format_gpu_memory(event):>17}"
-            self.console.print(
-                f"{event.epoch:>5}/{event.epochs:<3} {event.train_loss:>10.4f} {event.train_accuracy:>9.2%} "
-                f"{event.val_loss:>9.4f} {event.val_accuracy:>8.2%}{best:<2} {event.lr:>9.2e} "
-                f"{event.epoch_seconds:>6.1f}s {event.samples_per_second:>10,.0f}{memory}")
-            if self.epoch_task is not None:
-                self.progress.reset(self.epoch_task, total=self.steps, note="")
-        elif isinstance(event, RunPaused):
-            self.console.print(f"[yellow]paused at epoch {event.epoch}, step {event.step}[/]")
-        elif isinstance(event, RunResumed):
-            self.console.print("[green]resumed[/]")
-        elif isinstance(event, RunFinished):
-            self.close()
-            colour = "green" if event.status == "completed" else "yellow"
-            took = format_duration(event.duration)
-            if event.epochs_done:
-                self.console.print(
-                    f"[{colour}]{event.status}[/] after {event.epochs_done} epoch(s) in {took}; best val accuracy "
-                    f"{format_percent(event.best_val_accuracy)} (epoch {event.best_epoch}), "
-                    f"final {format_percent(event.final_val_accuracy)}")
-            else:
-                self.console.print(f"[{colour}]{event.status}[/] in {took}, before its first epoch ended; "
-                                   "last.pt keeps where it got to")
+        self.view = fold(self.view, event)
+        ended = isinstance(event, RunFinished | RunFailed)
+        if ended:
+            self.close()  # before the last words, which would otherwise print under the bars
+        for line in self.view.log.since(self.printed):
+            self._print(line)
+        self.printed = len(self.view.log)
+        if isinstance(event, RunFinished):
             self.console.print(f"run folder: {escape(event.run_dir)}")
-        elif isinstance(event, RunFailed):
-            self.close()  # the CLI says why on stderr
+        elif not ended and self.run_task is not None and self.epoch_task is not None:
+            view = self.view
+            if isinstance(event, EpochEnded):
+                self.progress.reset(self.epoch_task, total=view.steps, note="")
+            else:
+                self.progress.update(self.run_task, completed=view.done_steps, note=f"epoch {view.epoch}/{view.epochs}")
+                self.progress.update(self.epoch_task, completed=view.step,
+                                     note=f"loss {format_loss(view.train_loss)}  "
+                                          f"{format_throughput(view.samples_per_second)} samples/s")
 
-    def _started(self, event: RunStarted) -> None:
-        self.steps = event.steps_per_epoch
+    def _print(self, line: LogLine) -> None:
+        if line.kind in self.LEFT_OUT:
+            return
+        if line.kind == "started":
+            self._started()
+        if line.figures is not None:
+            if not self.headed:
+                self._head_table()
+            self.console.print(epoch_row(line.figures))
+            return
+        self.console.print(toned(line.text, line.tone))
+
+    def _started(self) -> None:
+        """Say what the run is and put the bars up."""
+        event, view = self.view.started, self.view
+        assert event is not None  # a started line comes with its start
         self.console.print(
             f"run {escape(event.run_id)}: {self.config.model} ({event.parameters:,} parameters) on "
-            f"{self.config.dataset}, {escape(event.device)} {escape(event.device_name)}, {self.config.precision}; "
-            f"{event.train_size:,} training images, validating on {escape(event.val_source)} ({event.val_size:,})"
+            f"{self.config.dataset}, {escape(event.device)} {escape(event.device_name)}"
             + (f"; {threads_note(event.threads, self.config.num_threads)}" if event.threads else ""))
-        if event.note:
-            self.console.print(f"[yellow]note: {escape(event.note)}[/]")
-        on_gpu = event.device.startswith("cuda")
+        if self.run_task is None:
+            self.progress.start()
+            self.run_task = self.progress.add_task("run", total=view.epochs * view.steps, completed=view.done_steps,
+                                                   note="")
+            self.epoch_task = self.progress.add_task("epoch", total=view.steps, completed=view.step, note="")
+
+    def _head_table(self) -> None:
+        on_gpu = self.view.device.startswith("cuda")
         header = "{:>9} {:>10} {:>9} {:>9} {:>8}   {:>9} {:>7} {:>10}".format(*self.COLUMNS)
         self.console.print("[bold]" + header + (f" {'gpu peak/reserved':>17}" if on_gpu else ""))
-        self.progress.start()
-        total = self.config.epochs * event.steps_per_epoch
-        self.run_task = self.progress.add_task("run", total=total, completed=event.start_epoch * event.steps_per_epoch,
-                                               note="")
-        self.epoch_task = self.progress.add_task("epoch", total=event.steps_per_epoch, note="")
+        self.headed = True
 
     def close(self) -> None:
         """Take the bars down; once, and only if they went up (rich prints an empty line for each stop)."""
         if self.progress.live.is_started:
             self.progress.stop()
+
+
+def epoch_row(figures: EpochFigures) -> str:
+    """An epoch as a row of the CLI's table (see ConsoleReporter.COLUMNS): the panel's figures, in columns."""
+    best = " *" if figures.best else ""
+    memory = f" {figures.gpu_memory:>17}" if figures.gpu_memory else ""
+    return (f"{figures.epoch:>5}/{figures.epochs:<3} {figures.train_loss:>10} {figures.train_accuracy:>9} "
+            f"{figures.val_loss:>9} {figures.val_accuracy:>8}{best:<2} {figures.lr:>9} {figures.seconds:>7} "
+            f"{figures.throughput:>10}{memory}")
 
 
 def print_evaluation(result: EvaluationResult, checkpoint: Checkpoint, mistakes: int,

@@ -203,7 +203,7 @@ class TrainingSession:
         if not refused and status in FINISHED_STATUSES:
             with suppress(OSError, ValueError):  # a log or config that cannot be read: the failure it is
                 return untold_ending(self.run, status)
-        return RunFailed(self._crash_message(exit_code), str(self.run.path))
+        return RunFailed(self._crash_message(exit_code), str(self.run.path), crashed=status == "crashed")
 
     def _crash_message(self, exit_code: int) -> str:
         try:

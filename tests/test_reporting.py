@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import small_config
+from conftest import REPO_ROOT, small_config
 from rich.console import Console
+
+sys.path.insert(0, str(REPO_ROOT / "tests" / "tui"))
+from fake_events import run_events
 
 from mnist_tui.checkpoints import Checkpoint
 from mnist_tui.evaluation import score
-from mnist_tui.events import RunFailed, RunFinished
+from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunResumed
 from mnist_tui.reporting import ConsoleReporter, print_evaluation, print_runs
 from mnist_tui.runs import RunSummary
 
@@ -35,6 +39,26 @@ def test_a_run_stopped_in_its_first_epoch_is_not_summarised_as_epoch_zero() -> N
     ConsoleReporter(small_config(), console).show(RunFinished("stopped", "runs/x", 0, 0, None, None, [], 1.2))
     first = output.getvalue().splitlines()[0]
     assert first == "stopped in 0:00:01, before its first epoch ended; last.pt keeps where it got to"
+
+
+def test_the_reporter_tells_a_run_as_the_panel_does_with_its_epochs_in_a_table() -> None:
+    console, output = recording_console(120)
+    reporter = ConsoleReporter(small_config(epochs=2), console)
+    events = run_events()
+    for event in [*events[:6], RunPaused(1, 5), RunResumed(1, 5), *events[6:]]:
+        reporter.show(event)
+    lines = output.getvalue().splitlines()
+    assert lines[:4] == ["run demo: mlp (109,386 parameters) on mnist, cpu CPU (2 threads)",
+                         "started: batch 256, adam lr 0.001, fp32, 60,000 train / 10,000 test",
+                         "paused at epoch 1, step 5", "resumed"]
+    assert lines[4].split() == ["epoch", "train", "loss", "train", "acc", "val", "loss", "val", "acc", "lr", "time",
+                                "samples/s"]
+    # The panel's figures (runview.EpochFigures), in columns; its checkpoint lines would split the table.
+    assert [line.split() for line in lines[5:7]] == [
+        ["1/2", "0.5000", "90.00%", "0.2500", "92.59%", "*", "0.001", "1.2s", "50,000"],
+        ["2/2", "0.2500", "95.00%", "0.1250", "94.31%", "*", "0.001", "1.2s", "50,000"]]
+    assert lines[7:] == ["", "completed after 2 epoch(s) in 0:00:02 (wall clock); best val accuracy 94.31% (epoch 2), "
+                         "final 94.31%", "run folder: runs/demo"]  # "": the bars' going
 
 
 def test_a_long_line_to_a_pipe_is_never_broken(capsys: pytest.CaptureFixture[str]) -> None:

@@ -245,6 +245,8 @@ async def test_a_crash_found_on_opening_a_run_is_history(runs_dir: Path) -> None
     async for event in session.events():
         seen.append((type(event).__name__, session.replaying))
     assert seen == [("RunStarted", True), ("RunFailed", True)]
+    # Crashed, as Runs lists it: the panel is told so by the event, and reads no files to find it out.
+    assert isinstance(event, RunFailed) and event.crashed
 
 
 async def test_an_unreadable_event_log_ends_the_stream_with_why(runs_dir: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,15 +19,16 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, DataTable, Input, ProgressBar, RichLog, Select, Static
 
 from mnist_tui.config import TrainConfig
-from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunStarted
+from mnist_tui.events import EpochEnded, RunFailed, RunFinished, RunPaused, RunPreparing, RunResumed, RunStarted
 from mnist_tui.runs import RunDir, create_run
+from mnist_tui.runview import RunView, Trail, fold
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
 from mnist_tui.tui.screens.training import TrainingScreen
-from mnist_tui.tui.widgets.charts import AccuracyChart, Chart, LossChart, RunsChart, legend_label
+from mnist_tui.tui.widgets.charts import AccuracyChart, Chart, LossChart, RunsChart, legend_label, smoothed
 from mnist_tui.tui.widgets.digit import DigitImage, render_rows
 from mnist_tui.tui.widgets.tabs import ScreenTab
 
@@ -197,7 +200,8 @@ async def test_training_bars_move_only_while_a_trainer_starts(tmp_path: Path) ->
             await pilot.pause()
             assert [total for total, _ in totals()] == [None, None], "starting: the moving bar"
             assert str(screen.query_one("#run-eta", Static).render()) == ""
-            assert "lr - " in str(screen.query_one("#run-stats", Static).render())
+            stats = str(screen.query_one("#run-stats", Static).render())
+            assert stats.endswith("· - img/s · loss - · training 0:00:00")  # what fits in 80 columns
             screen.receive(*run_events())
             await pilot.pause(0.2)
             assert totals() == [(20, 20), (10, 10)]
@@ -243,11 +247,12 @@ async def test_training_panel_follows_events(tmp_path: Path) -> None:
         assert str(screen.query_one("#run-eta", Static).render()) == "2/2"
         run_bar = screen.query_one("#run-bar", ProgressBar)
         assert run_bar.progress == run_bar.total == 20
-        assert screen.best is not None and screen.best.epoch == 2
+        assert screen.view.best is not None and screen.view.best.epoch == 2
         log_text = "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)
         assert "(val 94.31%)" in log_text and "completed" in log_text
-        loss_chart = screen.query_one("#loss-chart")
-        assert len(loss_chart.train.xs) == 20 and loss_chart.val_loss == [0.25, 0.125]  # type: ignore[attr-defined]
+        loss_chart = screen.query_one(LossChart)
+        assert len(loss_chart.view.loss_points) == 20
+        assert [e.val_loss for e in loss_chart.view.epoch_ends] == [0.25, 0.125]
 
 
 async def panel_following(app: MnistTuiApp, pilot: Pilot[None], run: RunDir) -> TrainingScreen:
@@ -314,7 +319,7 @@ async def test_a_run_resumed_after_a_crash_redraws_the_steps_it_redid_once(tmp_p
         resumed = replace(started, start_epoch=1)  # from last.pt, saved at the end of epoch 1
         screen.receive(*crashed_in_epoch_two, RunFailed("the trainer is gone", "runs/demo"), resumed, *events[14:])
         await pilot.pause(0.2)
-        xs = list(screen.query_one(LossChart).train.xs)
+        xs = [x for x, _ in screen.query_one(LossChart).view.loss_points]
         assert xs == sorted(xs) and len(xs) == 20
 
         # A run stopped mid-epoch goes on where it stopped: nothing to cut, even from a log too old to say
@@ -323,7 +328,7 @@ async def test_a_run_resumed_after_a_crash_redraws_the_steps_it_redid_once(tmp_p
         stopped = RunFinished("stopped", "runs/demo", 1, 1, 0.9, 0.9, [1.2], 2.0)
         screen.receive(*crashed_in_epoch_two, stopped, replace(started, start_epoch=1), *events[19:])
         await pilot.pause(0.2)
-        xs = list(screen.query_one(LossChart).train.xs)
+        xs = [x for x, _ in screen.query_one(LossChart).view.loss_points]
         assert xs == sorted(xs) and len(xs) == 20
 
 
@@ -335,19 +340,6 @@ async def test_the_augment_box_shows_its_state_without_colour(tmp_path: Path) ->
         box.value = True
         await pilot.pause()
         assert str(box.render()).startswith("▐X▌")
-
-
-async def test_the_eta_waits_for_a_tenth_of_the_epoch_or_uses_the_last_epochs_speed(tmp_path: Path) -> None:
-    app = make_app(tmp_path / "data", tmp_path / "runs")
-    async with app.run_test(size=SIZE):
-        screen = app.training_screen
-        screen.state, screen.epochs, screen.steps, screen.batch_size = "running", 3, 100, 100
-        screen.epoch, screen.step, screen.samples_per_second = 1, 2, 1000.0  # slowed by warming up
-        assert screen._remaining(2) == (None, None)
-        screen.step, screen.samples_per_second = 10, 5000.0
-        assert screen._remaining(10) == (90 * 0.02, 290 * 0.02)
-        screen.epoch, screen.step, screen.samples_per_second, screen.last_epoch_throughput = 2, 2, 1000.0, 4000.0
-        assert screen._remaining(102) == (98 * 0.025, 198 * 0.025)
 
 
 async def test_a_run_that_fails_before_it_starts_says_so(tmp_path: Path) -> None:
@@ -363,9 +355,8 @@ async def test_a_trainer_that_died_without_a_word_is_crashed_as_runs_lists_it(tm
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         run = create_run(tmp_path / "runs", small_config())
-        run.set_status("running", pid=dead_pid())
         screen = await panel_following(app, pilot, run)
-        screen.receive(run_events(str(run.path))[0], RunFailed("the trainer is gone", str(run.path)))
+        screen.receive(run_events(str(run.path))[0], RunFailed("the trainer is gone", str(run.path), crashed=True))
         await pilot.pause(0.2)
         assert screen.state == "crashed"
         assert "crashed" in str(screen.query_one("#run-stats", Static).render())
@@ -381,7 +372,7 @@ async def test_training_panel_shows_a_failed_run(tmp_path: Path) -> None:
         await pilot.pause(0.2)
         assert screen.state == "failed"
         assert any("loss became nan" in n.message for n in app._notifications)
-        assert screen.check_action("toggle_pause", ()) is None  # dimmed in the footer
+        assert screen.check_action("toggle_pause", ()) is False  # left out of the footer
         await pilot.press("p")  # nothing to pause: it says so
         assert app.is_running
         assert any("No run is training" in n.message for n in app._notifications)
@@ -493,6 +484,7 @@ class RecordingSession:
 
     def __init__(self) -> None:
         self.run = RunDir(Path("runs/demo"))
+        self.process = None
         self.commands: list[str] = []
         self.skipped_lines = 0
 
@@ -506,6 +498,12 @@ class RecordingSession:
         self.commands.append("stop")
 
 
+def steer(screen: TrainingScreen, session: RecordingSession) -> None:
+    """The panel on a live run that `session` records the steering of."""
+    screen.session = session  # type: ignore[assignment]
+    screen.view = fold(RunView(), run_events()[0])
+
+
 async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("mnist_tui.tui.screens.training.STOP_CONFIRM_SECONDS", 0.3)
@@ -513,7 +511,7 @@ async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Pa
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f3")
         screen, session = app.training_screen, RecordingSession()
-        screen.session, screen.state = session, "running"  # type: ignore[assignment]
+        steer(screen, session)
         await pilot.press("s")
         assert session.commands == []
         assert any("again to stop the run" in n.message for n in app._notifications)
@@ -522,27 +520,22 @@ async def test_stop_asks_first_and_only_a_second_s_soon_after_stops(tmp_path: Pa
         assert session.commands == [], "a second s after the question expired asks again"
         await pilot.press("s")
         assert session.commands == ["stop"]
-        await pilot.press("p")
-        assert session.commands == ["stop", "pause"]
-        # The toast saying a request is on its way goes once the trainer has done it.
-        assert any("Pausing" in n.message for n in app._notifications)
-        screen.receive(RunPaused(1, 5))
-        await pilot.pause(0.2)
-        assert not any("Pausing" in n.message for n in app._notifications)
-        screen.state = "running"
+        assert not app._notifications, "the question is answered; the status line says the rest"
 
+        screen.follow(session)  # type: ignore[arg-type]
+        steer(screen, session)
         await pilot.press("s")  # asks, but the run ends and a new one starts: the new one asks afresh
         screen.follow(session)  # type: ignore[arg-type]
-        screen.state = "running"
+        steer(screen, session)
         await pilot.press("s")
-        assert session.commands == ["stop", "pause"]
+        assert session.commands == ["stop"]
 
 
 async def test_the_command_palette_stop_shows_the_training_panel_and_asks(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         screen, session = app.training_screen, RecordingSession()
-        screen.session, screen.state = session, "running"  # type: ignore[assignment]
+        steer(screen, session)
         await pilot.press("ctrl+p")
         await pilot.press(*"Stop the run")
         await pilot.pause(0.3)
@@ -552,6 +545,122 @@ async def test_the_command_palette_stop_shows_the_training_panel_and_asks(tmp_pa
         assert session.commands == [] and any("again to stop the run" in n.message for n in app._notifications)
         await pilot.press("s")
         assert session.commands == ["stop"]
+
+
+
+def status_line(screen: TrainingScreen) -> str:
+    return str(screen.query_one("#run-stats", Static).render())
+
+
+def footer_keys(screen: TrainingScreen) -> list[str]:
+    return [str(getattr(key, "description", "")) for key in screen.query("FooterKey")]
+
+
+async def test_a_key_that_steers_the_run_is_acknowledged_at_once(tmp_path: Path) -> None:
+    """`p` and the second `s` say what they asked for in the status line as the key is pressed, not at the
+    next drain (here an hour away: nothing but the key redraws), then the trainer's answer confirms it."""
+    app = MnistTuiApp(data_dir=tmp_path / "data", runs_dir=tmp_path / "runs", download=False, refresh_seconds=3600)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        screen, session = app.training_screen, RecordingSession()
+        steer(screen, session)
+        await pilot.press("p")
+        assert session.commands == ["pause"] and status_line(screen).startswith("pausing…")
+        assert screen.check_action("toggle_pause", ("resume",)) is True  # `p` now takes it back
+        screen.receive(RunPaused(1, 5))
+        screen.drain()
+        assert status_line(screen).startswith("paused")
+
+        await pilot.press("p")
+        assert session.commands[-1] == "resume" and status_line(screen).startswith("resuming…")
+        screen.receive(RunResumed(1, 5))
+        screen.drain()
+        assert status_line(screen).startswith("running")
+
+        # A pause taken back before the trainer saw it: the trainer goes on, and says so by training on.
+        await pilot.press("p", "p")
+        assert session.commands[-2:] == ["pause", "resume"] and status_line(screen).startswith("resuming…")
+        screen.receive(run_events()[6])
+        screen.drain()
+        assert status_line(screen).startswith("running")
+
+        await pilot.press("s", "s")
+        assert session.commands[-1] == "stop" and status_line(screen).startswith("stopping…")
+        await pilot.pause()
+        assert "Pause" not in footer_keys(screen) and "Stop" in footer_keys(screen)  # dimmed: under way
+        await pilot.press("p")
+        assert session.commands[-1] == "stop", "a run being stopped is not paused"
+        screen.receive(RunFinished("stopped", "runs/demo", 0, 0, None, None, [], 3.0))
+        screen.drain()
+        await pilot.pause()
+        assert status_line(screen).startswith("stopped")
+        # Nothing to steer on a run that has ended: the footer leaves the keys out.
+        assert not {"Pause", "Resume", "Stop"} & set(footer_keys(screen))
+        assert "Evaluate" in footer_keys(screen)
+
+
+async def test_a_run_resumed_from_runs_is_starting_at_once_whatever_its_log_says(tmp_path: Path) -> None:
+    """`u` starts a trainer and follows the run: its log's history ends `stopped`, which is not what the run
+    is doing now; the new trainer's first word comes seconds later."""
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        process = subprocess.Popen(["true"])
+        screen = app.training_screen
+        screen.follow(TrainingSession(RunDir(tmp_path / "runs" / "demo"), process))
+        await pilot.press("f3")
+        history = [*run_events(steps=10)[:15], RunFinished("stopped", "runs/demo", 1, 1, 0.9259, 0.9259, [1.2], 2.0)]
+        screen.receive(*history, replayed=True)
+        await pilot.pause(0.2)
+        assert status_line(screen).startswith("starting: launching the trainer…")
+        assert "stopped" in "\n".join(str(line.text) for line in screen.query_one(RichLog).lines)  # its history
+        assert screen.active and screen.check_action("stop", ()) is True
+        screen.receive(RunPreparing("loading mnist"))
+        await pilot.pause(0.2)
+        assert status_line(screen).startswith("starting: loading mnist…")
+        started = history[0]
+        assert isinstance(started, RunStarted)
+        screen.receive(replace(started, start_epoch=1, start_step=5))
+        await pilot.pause(0.2)
+        assert status_line(screen).startswith("running")
+        process.wait()
+
+
+async def test_the_status_line_shows_the_live_training_loss(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
+        screen.receive(*run_events()[:6])  # 5 reports: the last one's loss is 2.3 / 6
+        await pilot.pause(0.2)
+        assert status_line(screen).startswith("running · 50,000 img/s · loss 0.3833 · training 0:00:00 · best -")
+
+
+async def test_the_cli_and_the_panel_say_the_same_numbers(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from mnist_tui.reporting import ConsoleReporter
+
+    events = run_events()
+    output = io.StringIO()
+    reporter = ConsoleReporter(small_config(epochs=2), Console(file=output, width=200, soft_wrap=True,
+                                                                color_system=None))
+    for event in events:
+        reporter.show(event)
+    cli = output.getvalue()
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=(200, 40)) as pilot:
+        screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))
+        screen.receive(*events)
+        await pilot.pause(0.3)
+        panel = " ".join(" ".join(str(line.text) for line in screen.query_one(RichLog).lines).split())
+    # Epoch 2: train loss 0.25, train accuracy 95%, val loss 0.125, val accuracy 94.31%, in 1.2 s.
+    row = next(line for line in cli.splitlines() if line.lstrip().startswith("2/2"))
+    assert row.split()[1:5] + row.split()[7:8] == ["0.2500", "95.00%", "0.1250", "94.31%", "1.2s"]
+    assert "epoch 2/2 loss 0.2500 (val 0.1250) acc 95.00% (val 94.31%) 1.2s" in panel  # spaces evened out
+    ending = ("completed after 2 epoch(s) in 0:00:02 (wall clock); best val accuracy 94.31% (epoch 2), final "
+              "94.31%")
+    assert ending in cli and ending in panel
+    started = "started: batch 256, adam lr 0.001, fp32, 60,000 train / 10,000 test"
+    assert started in cli and started in panel
 
 
 async def test_quitting_during_a_run_asks_what_to_do(tmp_path: Path) -> None:
@@ -724,6 +833,23 @@ class OneWidgetApp(App[None]):
         yield self.widget
 
 
+def epoch_end(epoch: int, val_loss: float = 0.2, train_accuracy: float = 0.9, val_accuracy: float = 0.9,
+              is_best: bool = False) -> EpochEnded:
+    return EpochEnded(epoch, 3, 0.3, train_accuracy, val_loss, val_accuracy, 0.001, 1.0, 1000.0, is_best)
+
+
+def charted(points: list[tuple[float, float]], ends: Sequence[EpochEnded] = (), accuracy: bool = False) -> RunView:
+    """A view with these per-report points (of the loss, or of the accuracy) and epoch ends, as folded."""
+    trail, best = Trail(list(points)), next((end for end in reversed(ends) if end.is_best), None)
+    view = replace(RunView(), epoch_ends=Trail(list(ends)), best=best)
+    return replace(view, accuracy_points=trail) if accuracy else replace(view, loss_points=trail)
+
+
+def x_ticks(chart: Chart) -> list[str]:
+    lines = chart.render().plain.splitlines()  # type: ignore[union-attr]
+    return lines[next(i for i, line in enumerate(lines) if "└" in line) + 1].split()
+
+
 async def test_chart_legend_sits_above_the_data() -> None:
     """plotext draws its legend over the plot's top-left rows, where a loss curve starts: the y axis makes
     room for it, and its ticks stay within the data (an accuracy axis never reads above 100)."""
@@ -731,9 +857,8 @@ async def test_chart_legend_sits_above_the_data() -> None:
     app = OneWidgetApp(LossChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(LossChart)
-        for step in range(200):
-            chart.train.add(step / 100, 2.3 * 0.97**step)
-        chart.val_epochs, chart.val_loss = [1.0, 2.0], [0.3, 0.2]
+        losses = [(step / 100, 2.3 * 0.97**step) for step in range(200)]
+        chart.show(charted(losses, [epoch_end(1, 0.3), epoch_end(2, 0.2)]))
         chart.replot()
         await pilot.pause()
         lines = chart.render().plain.splitlines()  # type: ignore[union-attr]
@@ -741,10 +866,10 @@ async def test_chart_legend_sits_above_the_data() -> None:
         ticks = [i for i, line in enumerate(lines) if "┤" in line]
         assert len(legend) == 2 and min(ticks) > max(legend)
         top_tick = float(lines[min(ticks)].split("┤")[0])
-        assert top_tick == pytest.approx(max(chart.train.ys), abs=0.05)
+        assert top_tick == pytest.approx(max(smoothed([loss for _, loss in losses])), abs=0.05)
 
         # A validation loss can overflow while training goes on; plotext would fail on it, so it is left out.
-        chart.val_epochs, chart.val_loss = [1.0, 2.0], [0.3, float("inf")]
+        chart.show(charted(losses, [epoch_end(1, 0.3), epoch_end(2, float("inf"))]))
         chart.replot()
         await pilot.pause()
         assert "val" in chart.render().plain  # type: ignore[union-attr]
@@ -755,15 +880,15 @@ async def test_a_short_chart_writes_its_legend_into_the_title_and_ticks_whole_ep
     app = OneWidgetApp(AccuracyChart())
     async with app.run_test(size=(60, 12)) as pilot:
         chart = app.query_one(AccuracyChart)
-        chart.epochs, chart.train, chart.val = [1.0, 2.0, 3.0], [0.9, 0.95, 0.97], [0.92, 0.94, 0.96]
-        chart.best_epoch = 3
+        ends = [epoch_end(1, val_accuracy=0.92, is_best=True), epoch_end(2, val_accuracy=0.94, is_best=True),
+                epoch_end(3, val_accuracy=0.96, is_best=True)]
+        chart.show(charted([(step / 10, 0.9 + step / 1000) for step in range(1, 31)], ends, accuracy=True))
         chart.replot()
         await pilot.pause()
         lines = chart.render().plain.splitlines()  # type: ignore[union-attr]
         assert "accuracy %  ⢕ train  • val  x best 96.00%" in lines[0]
         assert not any("train" in line for line in lines[1:])
-        x_ticks = lines[next(i for i, line in enumerate(lines) if "└" in line) + 1].split()
-        assert x_ticks == ["1", "2", "3"]
+        assert x_ticks(chart) == ["0", "1", "2", "3"]
 
         # Narrower: the entries close up, then the last ones go; the title never does.
         await pilot.resize_terminal(34, 12)
@@ -774,12 +899,23 @@ async def test_a_short_chart_writes_its_legend_into_the_title_and_ticks_whole_ep
     app = OneWidgetApp(LossChart())
     async with app.run_test(size=(60, 12)) as pilot:
         loss = app.query_one(LossChart)
-        for step in range(1, 121):
-            loss.train.add(step / 100, 1 / step)  # one epoch and a fifth: plotext's own ticks, not a lone "1"
+        loss.show(charted([(step / 100, 1 / step) for step in range(1, 121)]))  # one epoch and a fifth
         loss.replot()
         await pilot.pause()
-        lines = loss.render().plain.splitlines()  # type: ignore[union-attr]
-        assert len(lines[next(i for i, line in enumerate(lines) if "└" in line) + 1].split()) > 1
+        assert x_ticks(loss) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("reports", [0, 1, 3, 40], ids=lambda n: f"{n}-reports")
+async def test_in_its_first_epoch_a_chart_ticks_fractions_of_it(reports: int) -> None:
+    """plotext's own ticks read `0.0250 0.0312 …` in the first epoch, and an empty chart or a single point
+    got none, so that chart ended a row lower than its neighbour."""
+    app = OneWidgetApp(LossChart())
+    async with app.run_test(size=(40, 11)) as pilot:
+        chart = app.query_one(LossChart)
+        chart.show(charted([(step / 100, 2.3 / step) for step in range(1, reports + 1)]))
+        chart.replot()
+        await pilot.pause()
+        assert x_ticks(chart) == ["0", "0.2", "0.4", "0.6", "0.8", "1"]
 
 
 def y_ticks(chart: Chart) -> list[str]:
@@ -803,7 +939,7 @@ async def test_a_first_loss_point_reads_to_three_digits() -> None:
     app = OneWidgetApp(LossChart())
     async with app.run_test(size=(60, 16)) as pilot:
         chart = app.query_one(LossChart)
-        chart.train.add(0.01, 1.6716)
+        chart.show(charted([(0.01, 1.6716)]))
         chart.replot()
         await pilot.pause()
         assert y_ticks(chart) == ["1.67"]
@@ -828,7 +964,8 @@ async def test_attach_opens_the_dashboard_on_a_finished_run(tmp_path: Path) -> N
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.training_screen.state == "completed")
         assert isinstance(app.screen, TrainingScreen)
-        assert app.training_screen.best is not None and app.training_screen.best.val_accuracy == 0.9431
+        best = app.training_screen.view.best
+        assert best is not None and best.val_accuracy == 0.9431
 
 
 async def test_digits_are_drawn_in_shades_without_colour(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -883,8 +1020,6 @@ async def test_starting_a_run_remembers_its_settings(tmp_path: Path, monkeypatch
 
 
 async def test_a_starting_run_says_what_its_trainer_is_doing(tmp_path: Path) -> None:
-    from mnist_tui.events import RunPreparing
-
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=SIZE) as pilot:
         screen = await panel_following(app, pilot, RunDir(tmp_path / "runs" / "demo"))

@@ -1,7 +1,9 @@
 """The live training panel: bars with ETA, throughput, loss and accuracy charts, a log, pause and stop.
 
-Events arrive through `receive` from the app's feed worker; a timer drains them a few times a second
-and redraws once inside `batch_update()`, whatever the training speed.
+Events arrive through `receive` from the app's feed worker; a timer drains them a few times a second,
+folds them into the run's view (runview.py, which the headless CLI renders too) and redraws once inside
+`batch_update()`, whatever the training speed. A key that steers the run is acknowledged at once in the
+status line, and confirmed when the trainer's answer arrives.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -19,20 +22,22 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 
 from mnist_tui import telemetry
-from mnist_tui.events import (
-    BatchProgress,
-    CheckpointSaved,
-    EpochEnded,
-    Event,
-    RunFailed,
-    RunFinished,
-    RunPaused,
-    RunPreparing,
-    RunResumed,
-    RunStarted,
+from mnist_tui.events import Event, RunFailed
+from mnist_tui.reporting import STATUS_STYLE, TONE_STYLES
+from mnist_tui.runs import RunDir, find_live_run, skipped_note
+from mnist_tui.runview import (
+    LogLine,
+    RunView,
+    asked,
+    fold,
+    following,
+    format_duration,
+    format_loss,
+    format_lr,
+    format_percent,
+    format_throughput,
+    heard_live,
 )
-from mnist_tui.reporting import format_duration, format_gpu_memory
-from mnist_tui.runs import find_live_run, skipped_note
 from mnist_tui.session import TrainingSession
 from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot
 from mnist_tui.tui.markup import escape
@@ -48,6 +53,15 @@ STOP_CONFIRM_SECONDS = 3.0
 def _bare_uuid(uuid: str) -> str:
     """A GPU's UUID without NVML's `GPU-` prefix, which torch's `device_properties.uuid` leaves out."""
     return uuid.removeprefix("GPU-")
+
+
+def log_markup(line: LogLine) -> str:
+    """A line of the run's story as the panel's log shows it: styled by its tone, a best epoch marked."""
+    style = TONE_STYLES.get(line.tone)
+    text = f"[{style}]{escape(line.text)}[/]" if style else escape(line.text)
+    if line.figures is not None and line.figures.best:
+        text += "  [green]best[/]"
+    return text
 
 
 class TrainingScreen(Screen[None]):
@@ -72,28 +86,15 @@ class TrainingScreen(Screen[None]):
         self.pending: list[tuple[Event, bool]] = []
         """Events not yet drawn, each with whether it is replayed history."""
         self.session: TrainingSession | None = None
-        self.state = "idle"
-        self.stage = ""
-        """What a starting run's trainer says it is doing (RunPreparing), shown as `starting: <stage>…`."""
-        self.epochs = 0
-        self.steps = 0
-        self.batch_size = 0
-        self.epoch = 0
-        self.step = 0
-        self.samples_per_second = 0.0
-        self.last_epoch_throughput = 0.0
-        self.lr: float | None = None
-        self.epoch_elapsed = 0.0
-        self.finished_seconds = 0.0
-        self.best: EpochEnded | None = None
+        self.view = RunView()
+        """The run as its events have told it so far: everything drawn comes from it."""
+        self.logged = 0
+        """Lines of the view's log written to the panel's log."""
         self.stop_confirm_until = 0.0
-        self.awaiting: str | None = None
-        """"pause" or "stop" while the trainer has been asked to and has not yet: its toast goes when it has."""
         self.description = "No run yet: set one up on Settings (F2) and press F5."
-        self.device = ""
-        """The live run's device as its trainer named it ("cuda:0", "cpu"); "" until it has started."""
+        """The title while no run has started."""
         self.device_uuid = ""
-        """Its GPU's UUID, recorded by the trainer or found from its ordinal; "" off a GPU or while unknown."""
+        """The run's GPU's UUID, as its trainer recorded it or as found from its ordinal; "" off a GPU."""
         self.sampler: TelemetrySampler | None = None
         """Reads the hardware on its own thread while a run is live; the strip shows its latest reading."""
         self.shown_reading: TelemetrySnapshot | None = None
@@ -102,7 +103,12 @@ class TrainingScreen(Screen[None]):
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "running", "paused")
+        return self.view.active
+
+    @property
+    def state(self) -> str:
+        """The run's state as the panel shows it."""
+        return self.view.shown_state
 
     def compose(self) -> ComposeResult:
         yield ScreenTabs("training")
@@ -127,38 +133,40 @@ class TrainingScreen(Screen[None]):
     def on_mount(self) -> None:
         self.set_interval(self.refresh_seconds, self.drain)
         self.query_one("#run-log", RichLog).can_focus = False
-        if self.state != "idle":  # a run followed before the panel was first shown: say so at once
+        if self.view.state != "idle":  # a run followed before the panel was first shown: say so at once
             self.redraw()
 
     def on_unmount(self) -> None:
         self._stop_sampler()
 
     def follow(self, session: TrainingSession) -> None:
-        """Reset the panel for a run; its whole history replays from the event log."""
-        self._reset(session, "starting", f"Starting run {escape(session.run.run_id)}…")
+        """Reset the panel for a run; its whole history replays from the event log. A run whose trainer was
+        just started here (a new run, or one resumed with `u`) is `starting` until that trainer speaks,
+        whatever the history says."""
+        run_id = session.run.run_id
+        self._reset(session, following(run_id, launching=session.process is not None),
+                    f"Starting run {escape(run_id)}…")
 
     def forget(self, description: str) -> None:
         """Empty the panel (its run was deleted), saying why."""
-        self._reset(None, "idle", description)
+        self._reset(None, RunView(), description)
 
-    def _reset(self, session: TrainingSession | None, state: str, description: str) -> None:
+    def _reset(self, session: TrainingSession | None, view: RunView, description: str) -> None:
         self.session = session
         self.pending.clear()
-        self.state, self.epoch, self.step, self.best = state, 0, 0, None
-        self.stage = "launching the trainer"  # until the trainer says what it is doing
-        self.epochs = self.steps = 0
-        self.samples_per_second, self.epoch_elapsed, self.finished_seconds, self.lr = 0.0, 0.0, 0.0, None
-        self.last_epoch_throughput = 0.0
-        self.stop_confirm_until, self.awaiting = 0.0, None
-        self.device = self.device_uuid = ""
+        self.view, self.logged = view, 0
+        self.stop_confirm_until = 0.0
+        self.device_uuid = ""
         self._stop_sampler()
         self.skipped_shown = 0
         self.description = description
         if self.is_mounted:
-            self.query_one(LossChart).clear()
-            self.query_one(AccuracyChart).clear()
+            for chart in (self.query_one(LossChart), self.query_one(AccuracyChart)):
+                chart.show(view)
+                chart.replot()
             self.query_one(RichLog).clear()
             self.query_one(DeviceStrip).display = False
+            self.refresh_bindings()
             self.redraw()
 
     # Events -----------------------------------------------------------------------------------------
@@ -169,31 +177,35 @@ class TrainingScreen(Screen[None]):
         self.pending.extend((event, replayed) for event in events)
 
     def drain(self) -> None:
-        """Fold every pending event into the panel's state and redraw once; replot a chart, which costs far
-        more to draw than the rest, only when its data changed and at most every `chart_seconds` while
-        the run is live. The device strip shows the sampler's latest reading, if it is new."""
+        """Fold every pending event into the view and redraw once; replot a chart, which costs far more to
+        draw than the rest, only when its data changed and at most every `chart_seconds` while the run is
+        live. The device strip shows the sampler's latest reading, if it is new."""
         self._show_telemetry()
         skipped = self.session.skipped_lines if self.session is not None else 0
         if not self.pending and not self.charts_stale and skipped == self.skipped_shown:
             return
         try:
             loss_chart, accuracy_chart = self.query_one(LossChart), self.query_one(AccuracyChart)
+            log = self.query_one(RichLog)
         except NoMatches:  # the app is closing and the screen is being taken apart
             return
         with self.app.batch_update():
             if self.pending:
                 events, self.pending = self.pending, []
-                log = self.query_one(RichLog)
-                was_state = self.state
-                for event, replayed in events:
-                    self.apply(event, log, loss_chart, accuracy_chart, replayed)
-                if self.state != was_state:
+                before = self.view
+                self.view = self._fold(events)
+                for line in self.view.log.since(self.logged):
+                    self._write(log, line)
+                self.logged = len(self.view.log)
+                loss_chart.show(self.view)
+                accuracy_chart.show(self.view)
+                if (self.view.shown_state, self.view.awaiting) != (before.shown_state, before.awaiting):
                     self.refresh_bindings()  # the footer's pause, resume and stop follow the state
                 self._follow_device()
                 self.redraw()
             if skipped != self.skipped_shown:
                 self.skipped_shown = skipped
-                self.query_one(RichLog).write(f"[yellow]{skipped_note(skipped)} in events.jsonl[/]")
+                log.write(f"[yellow]{skipped_note(skipped)} in events.jsonl[/]")
             now = time.monotonic()
             self.charts_stale = loss_chart.stale or accuracy_chart.stale
             if self.charts_stale and (now - self.charted_at >= self.chart_seconds or not self.active):
@@ -202,140 +214,106 @@ class TrainingScreen(Screen[None]):
                         chart.replot()
                 self.charted_at, self.charts_stale = now, False
 
-    def apply(self, event: Event, log: RichLog, loss_chart: LossChart, accuracy_chart: AccuracyChart,
-              replayed: bool = False) -> None:
-        if isinstance(event, RunPreparing):
-            self.stage = event.stage
-        elif isinstance(event, RunStarted):
-            # A trainer that crashed or failed got further than its last checkpoint: the resumed one redoes
-            # that part. (One that stopped saved where it was; and logs from before `start_step` lack it.)
-            if self.state != "stopped":
-                loss_chart.train.cut_after(event.start_epoch + event.start_step / event.steps_per_epoch)
-            config = event.config
-            self.epochs, self.steps, self.state = config["epochs"], event.steps_per_epoch, "running"
-            self.batch_size = config["batch_size"]
-            self.epoch = event.start_epoch
-            # Read from a log that may be damaged: strings, whatever it holds.
-            self.device, self.device_uuid = str(event.device), _bare_uuid(str(event.device_uuid or ""))
-            self.description = (f"[b]{escape(event.run_id)}[/b]  {config['model']} on {config['dataset']} · "
-                                f"{escape(event.device_name)} · {event.parameters:,} params")
-            log.write(f"started: batch {config['batch_size']}, {config['optimizer']} lr {config['lr']}, "
-                      f"{escape(config.get('precision', 'fp32'))}, "
-                      f"{event.train_size:,} train / {event.val_size:,} {escape(event.val_source)}")
-            if event.note:
-                log.write(f"[yellow]note: {escape(event.note)}[/]")
-        elif isinstance(event, BatchProgress):
-            self.epoch, self.step = event.epoch, event.step
-            self.samples_per_second, self.lr, self.epoch_elapsed = event.samples_per_second, event.lr, event.elapsed
-            loss_chart.train.add(event.epoch - 1 + event.step / event.steps, event.loss)
-            loss_chart.stale = True
-        elif isinstance(event, EpochEnded):
-            self.epoch, self.step = event.epoch, self.steps
-            loss_chart.val_epochs.append(event.epoch)
-            loss_chart.val_loss.append(event.val_loss)
-            accuracy_chart.epochs.append(event.epoch)
-            accuracy_chart.train.append(event.train_accuracy)
-            accuracy_chart.val.append(event.val_accuracy)
-            loss_chart.stale = accuracy_chart.stale = True
-            if event.is_best:
-                self.best = event
-                accuracy_chart.best_epoch = event.epoch
-            self.finished_seconds += event.epoch_seconds
-            self.epoch_elapsed = 0.0  # now counted in finished_seconds
-            self.last_epoch_throughput = event.samples_per_second
-            mark = "  [green]best[/]" if event.is_best else ""
-            # One line in 80 columns: a wrapped line would take a row of the five the log has there.
-            log.write(f"epoch {event.epoch:>{len(str(event.epochs))}}/{event.epochs}  "
-                      f"loss {event.train_loss:.4f} (val {event.val_loss:.4f})  "
-                      f"acc {event.train_accuracy:.2%} (val {event.val_accuracy:.2%})  "
-                      f"{event.epoch_seconds:.1f}s{mark}")
-            if event.gpu_memory_peak is not None:
-                log.write(f"[dim]gpu memory: {format_gpu_memory(event)} (peak allocated/reserved)[/]")
-        elif isinstance(event, CheckpointSaved):
-            log.write(f"[dim]saved {escape(event.kind)}.pt (epoch {event.position})[/]")
-        elif isinstance(event, RunPaused):
-            self.state = "paused"
-            self._answered("pause")
-            log.write(f"[yellow]paused at epoch {event.epoch}, step {event.step}[/]")
-        elif isinstance(event, RunResumed):
-            self.state = "running"
-            log.write("[green]resumed[/]")
-        elif isinstance(event, RunFinished):
-            self.state = event.status
-            self._answered("stop")
-            if event.best_val_accuracy is None:
-                best, evaluate = "-", "its last.pt"
-            else:
-                best, evaluate = f"{event.best_val_accuracy:.2%} at epoch {event.best_epoch}", "the best checkpoint"
-            log.write(f"[b]{event.status}[/b] after {event.epochs_done} epoch(s) in "
-                      f"{format_duration(event.duration)} (wall clock); best val accuracy {best}. "
-                      f"Press [b]e[/b] to evaluate {evaluate}.")
-        elif isinstance(event, RunFailed):
-            if not self.steps and self.session is not None:  # no RunStarted: it never began training
-                self.description = f"[b]{escape(self.session.run.run_id)}[/b] failed before training began"
-            # A trainer that died without a word is `crashed`, as Runs lists it; one that said why, `failed`.
-            crashed = self.session is not None and self.session.run.status() == "crashed"
-            self.state = "crashed" if crashed else "failed"
-            self._answered("stop")
-            log.write(f"[red][b]failed:[/b] {escape(event.message)}[/]")
+    def _fold(self, events: list[tuple[Event, bool]]) -> RunView:
+        """The view after `events`; a live failure is announced (a replayed one is history)."""
+        view = self.view
+        for event, replayed in events:
             if not replayed:
-                self.notify(escape(event.message), title=f"Run {self.state}", severity="error", timeout=10)
+                view = heard_live(view)
+            view = fold(view, event)
+            if isinstance(event, RunFailed) and not replayed:
+                self.notify(escape(event.message), title=f"Run {view.state}", severity="error", timeout=10)
+        return view
 
-    def _answered(self, request: str) -> None:
-        """The trainer did what it was asked: the "Pausing…" or "Stopping…" toast has said its piece."""
-        if self.awaiting == request:
-            self.app.clear_notifications()
-            self.awaiting = None
+    def _write(self, log: RichLog, line: LogLine) -> None:
+        text = log_markup(line)
+        if line.kind == "finished":  # on the same line: at 80x24 the log has five rows
+            evaluate = "its last.pt" if self.view.best is None else "the best checkpoint"
+            text += f". Press [b]e[/b] to evaluate {evaluate}."
+        log.write(text)
+        if line.figures is not None and line.figures.gpu_memory:
+            log.write(f"[dim]gpu memory: {line.figures.gpu_memory} (peak allocated/reserved)[/]")
 
     def redraw(self) -> None:
-        self.query_one("#run-title", Static).update(self.description)
+        view = self.view
+        self.query_one("#run-title", Static).update(self._title())
         run_bar, epoch_bar = self.query_one("#run-bar", ProgressBar), self.query_one("#epoch-bar", ProgressBar)
-        if self.steps:
-            done = (self.epoch - 1) * self.steps + self.step if self.epoch else 0
-            run_bar.update(total=self.epochs * self.steps, progress=done)
-            epoch_bar.update(total=self.steps, progress=self.step)
-            epoch_left, run_left = self._remaining(done)
-            run_eta = f"  eta {format_duration(run_left)}" if self.active else ""
-            epoch_eta = f"  eta {format_duration(epoch_left)}" if self.active else ""
-            self.query_one("#run-eta", Static).update(f"{self.epoch}/{self.epochs}{run_eta}")
-            self.query_one("#epoch-eta", Static).update(f"{self.step}/{self.steps}{epoch_eta}")
+        if view.steps:
+            run_bar.update(total=view.epochs * view.steps, progress=view.done_steps)
+            epoch_bar.update(total=view.steps, progress=view.step)
+            epoch_left, run_left = view.remaining()
+            run_eta = f"  eta {format_duration(run_left)}" if view.active else ""
+            epoch_eta = f"  eta {format_duration(epoch_left)}" if view.active else ""
+            self.query_one("#run-eta", Static).update(f"{view.epoch}/{view.epochs}{run_eta}")
+            self.query_one("#epoch-eta", Static).update(f"{view.step}/{view.steps}{epoch_eta}")
         else:
             # Empty bars with no run; the moving "working" bar only while a trainer starts, since it redraws
             # many times a second.
             for bar in (run_bar, epoch_bar):
-                bar.update(total=None if self.state == "starting" else 1, progress=0)
+                bar.update(total=None if view.shown_state == "starting" else 1, progress=0)
             for label in ("#run-eta", "#epoch-eta"):
                 self.query_one(label, Static).update("")
-        state = {"running": "[green]running[/]", "paused": "[yellow]paused[/]", "failed": "[red]failed[/]",
-                 "crashed": "[red]crashed[/]", "completed": "[green]completed[/]",
-                 "stopped": "[yellow]stopped[/]",
-                 "starting": f"[cyan]starting: {escape(self.stage)}…[/]"}.get(self.state, self.state)
-        best = f"best {self.best.val_accuracy:.2%} (ep {self.best.epoch})" if self.best else "best -"
+        self.draw_status()
+
+    def _title(self) -> str:
+        view, started = self.view, self.view.started
+        if started is not None:
+            config = started.config
+            return (f"[b]{escape(started.run_id)}[/b]  {escape(config['model'])} on {escape(config['dataset'])} · "
+                    f"{escape(started.device_name)} · {started.parameters:,} params")
+        if view.state in ("failed", "crashed") and view.run_id:  # it never began training
+            return f"[b]{escape(view.run_id)}[/b] failed before training began"
+        return self.description
+
+    def draw_status(self) -> None:
+        """The status line, short words first so that the usual run's fits 80 columns; what does not fit is
+        left out from the end (the lr, at 80 columns), never cut mid-figure. Drawn at once when a key asks
+        something of the trainer, not at the next drain."""
+        view = self.view
+        stats = self.query_one("#run-stats", Static)
+        style = STATUS_STYLE.get(view.shown_state if not view.awaiting else "starting", "white")
+        best = f"best {format_percent(view.best.val_accuracy)} (ep {view.best.epoch})" if view.best else "best -"
         # Time in epochs, pauses and data loading left out; the run's wall-clock time is in the log at its end.
-        trained = self.finished_seconds + self.epoch_elapsed
-        lr = f"{self.lr:.3g}" if self.lr is not None else "-"
-        # Live while it runs; once it has ended, its last epoch's average; nothing while paused.
-        throughput = {"running": self.samples_per_second, "completed": self.last_epoch_throughput}.get(self.state)
-        speed = f"{throughput:,.0f}" if throughput else "-"
-        self.query_one("#run-stats", Static).update(
-            # Short words, so the usual run's line fits 80 columns.
-            f"{state} · {speed} img/s · training {format_duration(trained)} · lr {lr} · {best}")
+        parts = [view.status, f"{format_throughput(view.throughput)} img/s", f"loss {format_loss(view.train_loss)}",
+                 f"training {format_duration(view.trained_seconds)}", best, f"lr {format_lr(view.lr)}"]
+        while len(parts) > 1 and stats.size.width and len(" · ".join(parts)) > stats.size.width:
+            parts.pop()
+        stats.update(" · ".join([f"[{style}]{escape(parts[0])}[/]", *parts[1:]]))
+
+    def on_resize(self) -> None:
+        """Fit the status line to its new width, once it has it."""
+        self.call_after_refresh(self.draw_status)
 
     # Telemetry --------------------------------------------------------------------------------------
 
     def _follow_device(self) -> None:
         """Sample the hardware while the run is live and has said what it trains on; stop when it ends."""
-        live = self.active and bool(self.device)
+        device = self.view.device
+        live = self.active and bool(device)
         strip = self.query_one(DeviceStrip)
         strip.display = live
         if not live:
             self._stop_sampler()
         elif self.sampler is None:
-            # The trainer's pid, for its CPU and memory: its status.json names it once it has started.
-            pid = self.session.run.recorded_pid() if self.session is not None else 0
-            self.sampler = TelemetrySampler(pid=pid or None)
-            self.sampler.start()
-            strip.show_message(f"{self.device}: reading…")
+            self.sampler = TelemetrySampler()
+            self.device_uuid = self.view.device_uuid
+            strip.show_message(f"{device}: reading…")
+            if self.session is not None:
+                self._watch_trainer(self.sampler, self.session.run)
+            else:
+                self.sampler.start()
+
+    @work(thread=True, group="telemetry")
+    def _watch_trainer(self, sampler: TelemetrySampler, run: RunDir) -> None:
+        """Point the sampler at the trainer, whose CPU and memory the strip shows, and start it: status.json
+        names the trainer's pid, read here rather than on the UI thread."""
+        pid = run.recorded_pid() or None
+        self.app.call_from_thread(self._start_sampling, sampler, pid)
+
+    def _start_sampling(self, sampler: TelemetrySampler, pid: int | None) -> None:
+        if sampler is self.sampler:  # not a run the panel has moved on from
+            sampler.set_pid(pid)
+            sampler.start()
 
     def _stop_sampler(self) -> None:
         if self.sampler is not None:
@@ -354,12 +332,13 @@ class TrainingScreen(Screen[None]):
             strip = self.query_one(DeviceStrip)
         except NoMatches:  # the app is closing and the screen is being taken apart
             return
-        if not self.device.startswith("cuda"):
-            strip.show_cpu(self.device, reading.cpu, [r.cpu for r in self.sampler.history()])
+        device = self.view.device
+        if not device.startswith("cuda"):
+            strip.show_cpu(device, reading.cpu, [r.cpu for r in self.sampler.history()])
             return
         gpu = self._run_gpu(reading)
         if gpu is None:
-            strip.show_message(f"{self.device}: " + (reading.nvml_error or "not among the GPUs NVML sees"))
+            strip.show_message(f"{device}: " + (reading.nvml_error or "not among the GPUs NVML sees"))
             return
         history = [g for r in self.sampler.history() for g in r.gpus if _bare_uuid(g.uuid) == self.device_uuid]
         strip.show_gpu(gpu, history)
@@ -369,7 +348,7 @@ class TrainingScreen(Screen[None]):
         process's CUDA_VISIBLE_DEVICES numbers the GPUs (the trainer inherits it when the dashboard starts
         it), remembered as a UUID from then on."""
         if not self.device_uuid:
-            ordinal = self.device.partition(":")[2] or "0"
+            ordinal = self.view.device.partition(":")[2] or "0"
             gpu = telemetry.gpu_for_cuda_ordinal(int(ordinal), reading.gpus, os.environ) \
                 if ordinal.isdigit() else None
             if gpu is None or not gpu.uuid:
@@ -377,32 +356,27 @@ class TrainingScreen(Screen[None]):
             self.device_uuid = _bare_uuid(gpu.uuid)
         return next((gpu for gpu in reading.gpus if _bare_uuid(gpu.uuid) == self.device_uuid), None)
 
-    def _remaining(self, done: int) -> tuple[float | None, float | None]:
-        """Seconds left in the epoch and the run, from this epoch's throughput once a tenth of it is done,
-        before that from the last epoch's; None until one is known. An epoch's first steps pay for warming
-        up and would put the estimate minutes off."""
-        early = self.step < max(2, self.steps // 10)
-        rate = self.last_epoch_throughput if early else self.samples_per_second
-        if rate <= 0 or self.state == "paused":
-            return None, None
-        per_step = self.batch_size / rate
-        return (self.steps - self.step) * per_step, (self.epochs * self.steps - done) * per_step
-
     # Actions ----------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Pause and stop only while the run shown is live, dimmed in the footer otherwise; `p` is named
-        Resume while the run is paused."""
-        if action == "toggle_pause" and parameters:
-            paused = self.state == "paused"
-            if parameters[0] == "resume":
-                return paused
-            return None if not self.active else not paused
-        return None if action in ("toggle_pause", "stop") and not self.active else True
+        """Pause and stop only while the run shown is live, left out of the footer otherwise; `p` is named
+        Resume while the run is paused or pausing (a second `p` takes a pause back); a stop under way dims
+        `s` and leaves out `p`."""
+        if action not in ("toggle_pause", "stop"):
+            return True
+        view = self.view
+        if not view.active:
+            return False
+        if action == "stop":
+            return None if view.awaiting == "stop" else True
+        if view.awaiting == "stop":
+            return False
+        named = parameters[0] if parameters else None
+        return {"resume": view.pausing_or_paused, "pause": not view.pausing_or_paused}.get(str(named), True)
 
     def on_key(self, event: Key) -> None:
-        """`p` or `s` on a run that has ended: the footer dims them, but a key that does nothing at all
-        reads as a hung dashboard (and dimming is lost under NO_COLOR), so say why."""
+        """`p` or `s` on a run that has ended: the footer leaves them out, but a key that does nothing at
+        all reads as a hung dashboard, so say why."""
         if event.key in ("p", "s") and not self.active:
             event.stop()
             self._not_live()
@@ -416,20 +390,30 @@ class TrainingScreen(Screen[None]):
             self.notify(f"This run has ended; run {escape(live.run.run_id)} is live: Enter on it in Runs (F6).",
                         severity="warning")
 
+    def _asked(self, request: str) -> None:
+        """Say at once that the trainer was asked (`pausing…`): it answers within a batch or two, but on a
+        busy box the next drain and its redraw can be half a second away."""
+        self.view = asked(self.view, request)
+        self.draw_status()
+        self.refresh_bindings()
+
     def action_toggle_pause(self, shown_as: str = "") -> None:
         """Pause a running run, resume a paused one (`shown_as` only picks the footer's name for it)."""
         if self.session is None or not self.active:
             self._not_live()
             return
+        if self.view.awaiting == "stop":  # stopping: there is nothing left to pause
+            return
+        resume = self.view.pausing_or_paused
         try:
-            if self.state == "paused":
+            if resume:
                 self.session.resume()
             else:
                 self.session.pause()
-                self.awaiting = "pause"
-                self.notify("Pausing after the current batch…")
         except OSError as error:
             self.notify(f"Cannot reach the run's folder: {escape(error)}", severity="error")
+            return
+        self._asked("resume" if resume else "pause")
 
     def action_stop(self) -> None:
         """Stop asks first: a second `s` within a few seconds confirms. The question is a toast, not a
@@ -437,6 +421,8 @@ class TrainingScreen(Screen[None]):
         milliseconds on two cores that are busy training."""
         if self.session is None or not self.active:
             self._not_live()
+            return
+        if self.view.awaiting == "stop":
             return
         now = time.monotonic()
         if now > self.stop_confirm_until:
@@ -451,8 +437,7 @@ class TrainingScreen(Screen[None]):
         except OSError as error:
             self.notify(f"Cannot reach the run's folder: {escape(error)}", severity="error")
             return
-        self.awaiting = "stop"
-        self.notify("Stopping: saving last.pt…")
+        self._asked("stop")
 
     def action_evaluate_best(self) -> None:
         """The run's best.pt, else its last.pt, found in the run's folder as this dashboard sees it: the

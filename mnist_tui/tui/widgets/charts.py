@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Literal
 
 from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
-MAX_POINTS = 4000
-"""Per-step points kept in memory; older ones are thinned, never the epoch points."""
+from mnist_tui.runview import Point, RunView, Trail
+
+SMOOTHING = 0.8
+"""How much of the curve so far each progress report keeps: a report covers a tenth of a second's batches."""
+TICK_SPACING = 5
+"""Columns per x tick label at least (`0.25` and a space)."""
 
 
 def downsample(xs: list[float], ys: list[float], width: int) -> tuple[list[float], list[float]]:
@@ -38,35 +41,18 @@ def finite_points(xs: list[float], ys: list[float]) -> tuple[list[float], list[f
     return [x for x, _ in kept], [y for _, y in kept]
 
 
-class SmoothedSeries:
-    """A per-step series with exponential smoothing, bounded by halving its resolution when full."""
+def smoothed(values: list[float], smoothing: float = SMOOTHING) -> list[float]:
+    """Exponentially smoothed values, begun afresh after one that is not finite."""
+    out: list[float] = []
+    last = math.nan
+    for value in values:
+        last = value if not math.isfinite(last) else smoothing * last + (1 - smoothing) * value
+        out.append(last)
+    return out
 
-    def __init__(self, smoothing: float = 0.8, limit: int = MAX_POINTS) -> None:
-        self.smoothing = smoothing
-        self.limit = limit
-        self.xs: deque[float] = deque()
-        self.ys: deque[float] = deque()
-        self._last: float | None = None
 
-    def add(self, x: float, y: float) -> None:
-        self._last = y if self._last is None else self.smoothing * self._last + (1 - self.smoothing) * y
-        self.xs.append(x)
-        self.ys.append(self._last)
-        if len(self.xs) > self.limit:
-            self.xs = deque(list(self.xs)[::2])
-            self.ys = deque(list(self.ys)[::2])
-
-    def clear(self) -> None:
-        self.xs.clear()
-        self.ys.clear()
-        self._last = None
-
-    def cut_after(self, x: float) -> None:
-        """Drop the points beyond `x`: a run resumed from an earlier checkpoint trains them again."""
-        while self.xs and self.xs[-1] > x:
-            self.xs.pop()
-            self.ys.pop()
-        self._last = self.ys[-1] if self.ys else None
+def unzip(points: Trail[Point]) -> tuple[list[float], list[float]]:
+    return [x for x, _ in points], [y for _, y in points]
 
 
 class Chart(PlotextPlot):
@@ -123,6 +109,27 @@ class Chart(PlotextPlot):
         if len(ticks) >= 2 or low == high:
             self.plt.xticks(ticks, [str(int(t)) for t in ticks])
 
+    def set_training_axis(self, xs: list[float]) -> None:
+        """x from the start of the first epoch the data touches to the end of the last, so a curve grows
+        across its chart; ticks at whole epochs from two epochs on, else at tenths to halves (`0`, `0.25`,
+        …, `1`), as many as the width has room for, six at most. Always some: plotext's own would be
+        `0.0250 0.0312 …` in the first epoch, and none for an empty chart or a single point, which then
+        ends a row lower than its neighbour."""
+        low = math.floor(min(xs)) if xs else 0
+        high = max(math.ceil(max(xs)) if xs else 1, low + 1)
+        room = max(2, min(6, (self.size.width - 8) // TICK_SPACING))
+        span = high - low
+        steps = (0.1, 0.2, 0.25, 0.5, 1.0) if span == 1 else [m * 10.0**e for e in range(7) for m in (1, 2, 5)]
+        step = next(s for s in steps if math.floor(span / s + 1e-9) + 1 <= room)
+        count = math.floor(span / step + 1e-9)
+        first = math.ceil(low / step - 1e-9)
+        ticks = [round((first + n) * step, 6) for n in range(count + 1) if (first + n) * step <= high + 1e-9]
+        if not xs:  # plotext draws no axes without data: an invisible point gives them
+            self.plt.scatter([(low + high) / 2], [0.0], marker=" ")
+            self.plt.yticks([], [])
+        self.plt.xlim(low, high)
+        self.plt.xticks(ticks, [f"{tick:g}" for tick in ticks])
+
     def set_y_axis(self, values: list[float], labels: int) -> None:
         """Fit the y axis to the (finite) data with room above it for a legend of `labels` lines where one
         fits (see legend_fits; elsewhere the legend is in the title); ticks only where data can be, so an
@@ -158,25 +165,26 @@ class Chart(PlotextPlot):
 
 
 class LossChart(Chart):
-    """Training loss per step (smoothed) and validation loss per epoch, x in epochs."""
+    """Training loss per progress report (smoothed) and validation loss per epoch, x in epochs."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.train = SmoothedSeries()
-        self.val_epochs: list[float] = []
-        self.val_loss: list[float] = []
+        self.view = RunView()
 
-    def clear(self) -> None:
-        self.train.clear()
-        self.val_epochs.clear()
-        self.val_loss.clear()
-        self.replot()
+    def show(self, view: RunView) -> None:
+        """Draw `view`'s series at the next replot; stale only if they changed (a view's series are new
+        objects only when they do)."""
+        if view.loss_points is not self.view.loss_points or view.epoch_ends is not self.view.epoch_ends:
+            self.stale = True
+        self.view = view
 
     def draw(self) -> None:
         plt = self.plt
         plt.xlabel("epoch")
-        xs, ys = finite_points(*downsample(list(self.train.xs), list(self.train.ys), max(self.size.width - 12, 10)))
-        val_epochs, val_loss = finite_points(self.val_epochs, self.val_loss)
+        xs, ys = unzip(self.view.loss_points)
+        xs, ys = finite_points(*downsample(xs, smoothed(ys), max(self.size.width - 12, 10)))
+        ends = self.view.epoch_ends
+        val_epochs, val_loss = finite_points([float(e.epoch) for e in ends], [e.val_loss for e in ends])
         series = [("train", "braille")] * bool(xs) + [("val", "dot")] * bool(val_loss)
         labels = iter(self.title_and_labels("loss", series))
         if xs:
@@ -184,40 +192,44 @@ class LossChart(Chart):
         if val_loss:
             plt.plot(val_epochs, val_loss, label=next(labels), marker="dot")
         self.set_y_axis(ys + val_loss, len(series))
-        self.set_epoch_axis(xs + val_epochs)
+        self.set_training_axis(xs + val_epochs)
 
 
 class AccuracyChart(Chart):
-    """Training and validation accuracy per epoch, with the best validation epoch marked."""
+    """Training accuracy per progress report (smoothed, as the loss is) and validation accuracy per epoch,
+    with the best validation epoch marked."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.epochs: list[float] = []
-        self.train: list[float] = []
-        self.val: list[float] = []
-        self.best_epoch = 0
+        self.view = RunView()
 
-    def clear(self) -> None:
-        self.epochs.clear()
-        self.train.clear()
-        self.val.clear()
-        self.best_epoch = 0
-        self.replot()
+    def show(self, view: RunView) -> None:
+        """As LossChart.show."""
+        if (view.accuracy_points is not self.view.accuracy_points or view.epoch_ends is not self.view.epoch_ends
+                or view.best is not self.view.best):
+            self.stale = True
+        self.view = view
 
     def draw(self) -> None:
         plt = self.plt
         plt.xlabel("epoch")
-        best = self.val[self.epochs.index(self.best_epoch)] if self.best_epoch else 0.0
-        series = ([("train", "braille"), ("val", "dot")] * bool(self.epochs)
-                  + [(f"best {100 * best:.2f}%", "x")] * bool(self.best_epoch))
+        xs, ys = unzip(self.view.accuracy_points)
+        xs, train = downsample(xs, [100 * a for a in smoothed(ys)], max(self.size.width - 12, 10))
+        ends = self.view.epoch_ends
+        epochs, val = [float(e.epoch) for e in ends], [100 * e.val_accuracy for e in ends]
+        best = self.view.best
+        series = [("train", "braille")] * bool(xs) + [("val", "dot")] * bool(epochs)
+        if best is not None:
+            series.append((f"best {100 * best.val_accuracy:.2f}%", "x"))
         labels = iter(self.title_and_labels("accuracy %", series))
-        if self.epochs:
-            plt.plot(self.epochs, [100 * a for a in self.train], label=next(labels), marker="braille")
-            plt.plot(self.epochs, [100 * a for a in self.val], label=next(labels), marker="dot")  # as on the loss chart
-        if self.best_epoch:
-            plt.scatter([self.best_epoch], [100 * best], label=next(labels), marker="x")
-        self.set_y_axis([100 * a for a in self.train + self.val], len(series))
-        self.set_epoch_axis(self.epochs)
+        if xs:
+            plt.plot(xs, train, label=next(labels), marker="braille")
+        if epochs:
+            plt.plot(epochs, val, label=next(labels), marker="dot")  # as on the loss chart
+        if best is not None:
+            plt.scatter([float(best.epoch)], [100 * best.val_accuracy], label=next(labels), marker="x")
+        self.set_y_axis(train + val, len(series))
+        self.set_training_axis(xs + epochs)
 
 
 RunMetric = Literal["accuracy", "loss"]
