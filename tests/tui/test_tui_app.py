@@ -126,6 +126,7 @@ async def test_a_device_this_machine_lacks_is_marked_and_start_refused(tmp_path:
         app.screen.query_one("#input-device", Select).value = "cuda"
         await pilot.pause()
         await pilot.press("f5")
+        await app.workers.wait_for_complete()  # torch, off the UI thread, says whether there is CUDA
         await pilot.pause()
         field = app.screen.query_one("#field-device")
         assert field.has_class("-invalid") and app.session is None and not (tmp_path / "runs").exists()
