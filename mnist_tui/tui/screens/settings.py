@@ -141,7 +141,7 @@ class SettingsScreen(Screen[None]):
                     with Vertical(classes="field", id=f"field-{name}"):
                         with Horizontal(classes="field-row"):
                             yield Label(spec.label, classes="field-label")
-                            yield self._control(name, spec, getattr(defaults, name))
+                            yield self._make_control(name, spec, getattr(defaults, name))
                         yield Static("", classes="field-error")
             with Vertical(id="settings-side"):
                 yield Select([(name, name) for name in PRESETS], prompt="Preset…", id="preset", compact=True)
@@ -157,7 +157,7 @@ class SettingsScreen(Screen[None]):
                 yield Button("Start training (F5)", id="start", variant="success", compact=True)
         yield Footer(compact=True)
 
-    def _control(self, name: str, spec: Setting, default: Any) -> FormControl:
+    def _make_control(self, name: str, spec: Setting, default: Any) -> FormControl:
         """The control its Setting asks for; the device's list is this machine's devices."""
         control_id = f"input-{name}"
         if spec.choices:
@@ -181,12 +181,12 @@ class SettingsScreen(Screen[None]):
         if remembered is not None:  # the last run started from here; ctrl+t gives the tutorial's
             self.load_values(remembered)
         self._show_dataset_status()
+        # The GPUs' figures, read again while the pane is shown, once the first reading found GPUs.
+        self.gpu_timer = self.set_interval(GPU_REFRESH_SECONDS, self._read_gpus, pause=True)
         # NVML answers in milliseconds, off the UI thread: the GPUs and the guess at `auto` come at once.
         self._read_gpus()
         # Importing torch holds the GIL for a second or two: start only once the first frame is out.
         self.set_timer(0.3, self._probe_torch)
-        # The GPUs' figures, read again while the pane is shown, once the first reading found GPUs.
-        self.gpu_timer = self.set_interval(GPU_REFRESH_SECONDS, self._read_gpus, pause=True)
         self.query_one("#input-model").focus()
 
     def on_screen_resume(self) -> None:
