@@ -57,6 +57,13 @@ async def test_the_form_is_drawn_from_the_settings_declarations(tmp_path: Path) 
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         assert isinstance(screen, SettingsScreen)
+
+        def help_line() -> str:
+            return str(screen.query_one("#help-text", Static).render())
+
+        def help_shows(start: str) -> Callable[[], bool]:  # focus is taken, and the help follows, in turns
+            return lambda: help_line().startswith(start)
+
         labels = [str(label.render()) for label in screen.query(".field-label").results(Label)]
         assert labels == [spec.label for spec in SETTINGS.values()]
         for name, spec in SETTINGS.items():
@@ -72,14 +79,13 @@ async def test_the_form_is_drawn_from_the_settings_declarations(tmp_path: Path) 
             elif name != "device":  # the device list is this machine's
                 assert isinstance(control, Input)
             control.focus()
-            await pilot.pause()
-            help_line = str(screen.query_one("#help-text", Static).render())
-            assert help_line.startswith(spec.label) and "`" not in help_line
-            assert " ".join(spec.help.replace("`", "").split()) in " ".join(help_line.split())
+            await wait_for(pilot, help_shows(spec.label))
+            assert "`" not in help_line()
+            assert " ".join(spec.help.replace("`", "").split()) in " ".join(help_line().split())
         # What a range allows is said with the help, in the validator's words.
         screen.control("batch_size").focus()
-        await pilot.pause()
-        assert "An integer from 1 to 60000." in str(screen.query_one("#help-text", Static).render())
+        await wait_for(pilot, help_shows("batch size (batch_size): "))
+        assert help_line().endswith("An integer from 1 to 60000.")
 
 
 def test_the_guess_at_auto_needs_neither_torch_nor_a_gpu() -> None:
@@ -142,20 +148,19 @@ async def test_f5_asks_torch_about_a_device_only_off_the_ui_thread(tmp_path: Pat
         assert isinstance(screen, SettingsScreen)
         # auto and cpu are on every machine: F5 starts at once.
         await pilot.press("f5")
-        await pilot.pause()
+        await wait_for(pilot, lambda: len(app.started) == 1)
         assert [config.device for config in app.started] == ["auto"]
 
         # Another device is checked off the UI thread: marked if missing, started if there.
         screen.set_value("device", "cuda:1")
-        await pilot.press("f5")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
         field = screen.query_one("#field-device")
-        assert field.has_class("-invalid") and len(app.started) == 1
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: field.has_class("-invalid"))
+        await app.workers.wait_for_complete()
+        assert len(app.started) == 1
         assert "only 1 GPU(s) are visible" in str(field.query_one(".field-error", Static).render())
         missing.clear()
         await pilot.press("f5")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+        await wait_for(pilot, lambda: len(app.started) == 2)
         assert [config.device for config in app.started] == ["auto", "cuda:1"]
     assert asked_on_ui_thread == []
