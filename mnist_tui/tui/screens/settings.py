@@ -1,4 +1,5 @@
-"""The settings pane: every TrainConfig field as a control, checked as you type by the CLI's validator."""
+"""The settings pane: every TrainConfig field as the control its Setting asks for, with its label and help,
+checked as you type by the CLI's validator."""
 
 from __future__ import annotations
 
