@@ -19,7 +19,7 @@ from pathlib import Path
 
 from textual.containers import VerticalScroll
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Select, Static
+from textual.widgets import DataTable, Select
 
 from mnist_tui.data import resolve_data_dir
 from mnist_tui.tui.app import MnistTuiApp
@@ -54,8 +54,9 @@ async def train_through_dashboard(app: MnistTuiApp, pilot: Pilot[None], model: s
 
 async def shoot(app: MnistTuiApp) -> None:
     async with app.run_test(size=SIZE) as pilot:
-        device = app.screen.query_one("#device-status", Static)
-        await wait_for(pilot, lambda: "probing" not in str(device.render()), "the device probe")
+        settings = app.screen
+        assert isinstance(settings, SettingsScreen)
+        await wait_for(pilot, lambda: settings.torch_answered, "the device probe")
         app.save_screenshot("settings.svg", str(DOCS))
 
         await train_through_dashboard(app, pilot, "cnn")

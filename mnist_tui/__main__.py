@@ -14,20 +14,19 @@ import sys
 import traceback
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import fields
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from mnist_tui.config import (
-    CHOICES,
-    FIELD_TYPES,
+    DATASETS,
     MODEL_DEFAULTS,
     PRESETS,
+    SETTINGS,
     ConfigError,
+    Setting,
     TrainConfig,
     check_device,
-    field_help,
     read_config_values,
 )
 from mnist_tui.control import DiskFull
@@ -81,6 +80,21 @@ def _add_locations(parser: argparse.ArgumentParser, command: bool = True) -> Non
                         help="never download a missing dataset (also: MNIST_TUI_NO_DOWNLOAD=1)")
 
 
+def add_setting_flag(train: argparse.ArgumentParser, name: str, spec: Setting, default: object) -> None:
+    """`--batch-size N` and the like, from the setting's declaration: a bool is `--augment/--no-augment`,
+    and the help says each model's own default. Values stay strings here: `TrainConfig.from_mapping`
+    checks them with the one validator."""
+    flag = "--" + name.replace("_", "-")
+    help_text = spec.help.replace("%", "%%")
+    if spec.kind is bool:
+        train.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        return
+    metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else name.upper()
+    defaults = f"{default}" + "".join(f"; {model}: {values[name]}"
+                                      for model, values in MODEL_DEFAULTS.items() if name in values)
+    train.add_argument(flag, dest=name, metavar=metavar, help=f"{help_text} (default: {defaults})")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="mnist-tui", description="Train and inspect an MNIST classifier from a terminal. "
                     "With no command, opens the dashboard.")
@@ -93,16 +107,9 @@ def build_parser() -> Parser:
                        help="start from a preset; a settings file and flags override it. "
                        + "; ".join(f"{p.name}: {p.summary}" for p in PRESETS.values()).replace("%", "%%"))
     train.add_argument("--config", type=Path, help="settings file (TOML or JSON); flags override it")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if FIELD_TYPES.get(f.name) is bool:
-            train.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=field_help(f.name))
-        else:
-            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else f.name.upper()
-            default = f"{f.default}" + "".join(f"; {model}: {values[f.name]}"
-                                               for model, values in MODEL_DEFAULTS.items() if f.name in values)
-            train.add_argument(flag, dest=f.name, metavar=metavar, help=f"{field_help(f.name)} (default: {default})")
+    tutorial = TrainConfig()
+    for name, spec in SETTINGS.items():
+        add_setting_flag(train, name, spec, getattr(tutorial, name))
     train.add_argument("--json", action="store_true", help="print one JSON event per line instead of progress bars")
     train.add_argument("--resume", metavar="RUN", help="continue a stopped, failed or crashed run (an id or folder) "
                        "from its last.pt, in the same folder")
@@ -117,7 +124,7 @@ def build_parser() -> Parser:
     _add_locations(evaluate)
     evaluate.add_argument("checkpoint", type=Path, help="a .pt file: an mnist-tui checkpoint or a state_dict")
     evaluate.add_argument("--split", choices=("test", "train"), default="test")
-    evaluate.add_argument("--dataset", choices=CHOICES["dataset"], help="evaluate on another dataset")
+    evaluate.add_argument("--dataset", choices=DATASETS, help="evaluate on another dataset")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--mistakes", type=int, help="how many misclassified samples to list, most confident "
                           "first (default: 10 in the table, all with --json)")
@@ -139,7 +146,7 @@ def build_parser() -> Parser:
     import_ = data_commands.add_parser("import", help="check a folder of IDX files and install it as a dataset")
     _add_locations(import_)
     import_.add_argument("source", type=Path, help="folder with the four IDX files, gzipped or not")
-    import_.add_argument("--dataset", choices=CHOICES["dataset"], default="mnist")
+    import_.add_argument("--dataset", choices=DATASETS, default="mnist")
     import_.add_argument("--replace", action="store_true", help="overwrite different files already installed")
     return parser
 
@@ -212,7 +219,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset's settings, the settings file's values on top, then the flags, checked once, so the model
     named by the file or a flag brings its own defaults for whatever none of them sets."""
     values = read_config_values(args.config) if args.config else {}
-    flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
+    flags = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
     from_file = set(values) - set(flags)
     values.update(flags)
     try:
@@ -265,7 +272,7 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
         if status not in (*RESUMABLE_STATUSES, *ACTIVE_STATUSES):
             raise UsageError(f"run {run.run_id} has no readable status.json, so it might still be training; "
                              "only a stopped, failed or crashed run can be resumed")
-        if args.preset or args.config or any(getattr(args, f.name) is not None for f in fields(TrainConfig)):
+        if args.preset or args.config or any(getattr(args, name) is not None for name in SETTINGS):
             raise UsageError("--resume continues a run with its own settings; it takes no settings flags")
         if not os.path.lexists(run.path / "last.pt"):  # a link that leads nowhere is refused below, saying so
             raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,16 +101,11 @@ def resolve_device(requested: str) -> torch.device:
 def freest_cuda_ordinal() -> int:
     """The visible GPU with the most free memory (ties: the lowest index), as NVML counts it: asking torch
     would create a CUDA context, hundreds of MB, on every GPU of a shared box. GPU 0 when NVML cannot say."""
-    from mnist_tui.telemetry import read_gpus, visible_gpus
+    from mnist_tui.telemetry import pick_freest, read_gpus, visible_gpus
 
     gpus, _ = read_gpus()
     visible = visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))[:torch.cuda.device_count()]
     return pick_freest([gpu.memory_free for gpu in visible])
-
-
-def pick_freest(free_bytes: Sequence[int]) -> int:
-    """The index of the largest free memory, the lowest index on a tie; 0 for an empty list."""
-    return max(range(len(free_bytes)), key=lambda i: (free_bytes[i], -i)) if free_bytes else 0
 
 
 @dataclass(frozen=True)

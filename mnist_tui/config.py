@@ -1,21 +1,21 @@
 """The run configuration: one typed, validated place for every training setting.
 
-The settings form, the CLI flags and config files all go through `TrainConfig.from_mapping`, so a value is
-checked by the same rule wherever it comes from. Defaults are the tutorial's.
+Each setting is declared once, as a TrainConfig field with its `Setting` (type, range or choices, label,
+help); the validator, the settings form and the `train` flags are derived from those. The form, the CLI
+flags and config files all go through `TrainConfig.from_mapping`, so a value is checked by the same rule
+wherever it comes from. Defaults are the tutorial's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
-import itertools
 import json
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 MODELS = ("mlp", "cnn", "cnn-wide")
 DATASETS = ("mnist", "fashion-mnist", "kmnist")
@@ -67,47 +67,125 @@ class ConfigError(ValueError):
         super().__init__("; ".join(self.errors.values()))
 
 
+def check_device(value: str) -> str | None:
+    """The reason a device name cannot name a device, or None: whether this machine has it is the trainer's
+    (and the settings pane's) to find out."""
+    if value in ("auto", "cpu", "cuda", "mps"):
+        return None
+    if value.startswith("cuda:") and value[5:].isdigit():
+        return None
+    return f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one TrainConfig field is, declared beside it: the validator, the coercion of typed text, the
+    settings form and the `train` flags are all derived from this, so a new setting is written once."""
+
+    kind: type
+    """`str`, `int`, `float` or `bool`: what a form's text or a CLI string is turned into (the default's type)."""
+    label: str
+    """The form's name for it, at most 16 characters."""
+    help: str
+    """One paragraph for the form's help line and `train --help`; `code` spans in backticks."""
+    choices: tuple[str, ...] = ()
+    """The only values allowed; the form offers them in a list."""
+    low: float | None = None
+    high: float | None = None
+    above_low: bool = False
+    """`low` itself is refused (a learning rate of 0 trains nothing)."""
+    noun: str = ""
+    """What the range message calls a value (`a fraction`); by default `an integer` or `a number`."""
+    caption: str = ""
+    """For a bool: what ticking it does, written beside the form's checkbox."""
+    check: Callable[[Any], str | None] | None = None
+    """A rule of its own (the device's name), giving the reason a value is refused."""
+
+    def bounds(self) -> str:
+        """`from 1 to 60000`, `above 0 and at most 10`, or nothing for a setting without a range."""
+        if self.low is None or self.high is None:
+            return ""
+        start = f"above {_number(self.low)} and at most" if self.above_low else f"from {_number(self.low)} to"
+        return f"{start} {_number(self.high)}"
+
+    def value_noun(self) -> str:
+        return self.noun or ("an integer" if self.kind is int else "a number")
+
+
+T = TypeVar("T")
+_SPEC = "mnist_tui.setting"
+"""The key of a field's Setting in its dataclass metadata."""
+
+
+def setting(default: T, *, label: str, help: str, choices: tuple[str, ...] = (), low: float | None = None,
+            high: float | None = None, above_low: bool = False, noun: str = "", caption: str = "",
+            check: Callable[[Any], str | None] | None = None) -> T:
+    """A TrainConfig field: its default, and its Setting in the field's metadata. The help is kept as one
+    paragraph however its source is wrapped."""
+    spec = Setting(type(default), label, " ".join(help.split()), choices, low, high, above_low, noun, caption, check)
+    return field(default=default, metadata={_SPEC: spec})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a run trains. Two runs with equal configs on CPU give equal metrics."""
 
-    model: str = "mlp"
-    """Architecture from the model registry: `mlp` (the tutorial's 784-128-64-10), `cnn` (a small convnet) or
-    `cnn-wide` (the same, wider)."""
-    dataset: str = "mnist"
-    """Which 28x28 grey 10-class dataset: `mnist`, `fashion-mnist` or `kmnist`."""
-    batch_size: int = 256
-    """Training images per optimizer step (the tutorial's 256); the last short batch is dropped."""
-    epochs: int = 20
-    """Full passes over the training split."""
-    lr: float = 0.001
-    """Learning rate (peak rate for the onecycle scheduler)."""
-    optimizer: str = "adam"
-    """`adam` (the tutorial's), `adamw` (decoupled weight decay) or `sgd` (with momentum)."""
-    momentum: float = 0.9
-    """Momentum for `sgd`; ignored by the Adam family."""
-    weight_decay: float = 0.0
-    """L2 penalty (decoupled for adamw)."""
-    scheduler: str = "none"
-    """Learning-rate schedule: `none`, `cosine` (anneal to zero) or `onecycle` (warm up, then anneal)."""
-    val_split: float = 0.0
-    """Fraction of the training split held out for validation; 0 validates on the test set, as the tutorial."""
-    augment: bool = False
-    """Random per-sample shifts (up to 2 px) and rotations (up to 10 degrees), done on the device."""
-    label_smoothing: float = 0.0
-    """Share of each target spread over the other classes (0 is the tutorial's plain cross-entropy)."""
-    ema_decay: float = 0.0
-    """Validate and save an exponential moving average of the weights with this decay per step (0: off)."""
-    seed: int = 0
-    """Seeds weights, shuffling, augmentation and dropout."""
-    device: str = "auto"
-    """`auto` (the visible GPU with the most free memory, then mps, then cpu), `cpu`, `cuda` (the same choice
-    among GPUs), `cuda:N` (as given) or `mps`."""
-    precision: str = "fp32"
-    """`fp32` (IEEE single precision: the tutorial's numerics), `tf32` (TensorFloat-32 matrix products on
-    CUDA; fp32 elsewhere) or `bf16` (bfloat16 autocast of the forward pass)."""
-    num_threads: int = 0
-    """CPU threads for torch; 0 fits them to the cores free: those the trainer may use, less the load average."""
+    model: str = setting(
+        "mlp", label="model", choices=MODELS,
+        help="""Architecture from the model registry: `mlp` (the tutorial's 784-128-64-10), `cnn` (a small
+        convnet) or `cnn-wide` (the same, wider).""")
+    dataset: str = setting(
+        "mnist", label="dataset", choices=DATASETS,
+        help="Which 28x28 grey 10-class dataset: `mnist`, `fashion-mnist` or `kmnist`.")
+    batch_size: int = setting(
+        256, label="batch size", low=1, high=MAX_TRAIN_SIZE,
+        help="Training images per optimizer step (the tutorial's 256); the last short batch is dropped.")
+    epochs: int = setting(
+        20, label="epochs", low=1, high=1000,
+        help="Full passes over the training split.")
+    lr: float = setting(
+        0.001, label="learning rate", low=0, high=10, above_low=True,
+        help="Learning rate (peak rate for the onecycle scheduler).")
+    optimizer: str = setting(
+        "adam", label="optimizer", choices=OPTIMIZERS,
+        help="`adam` (the tutorial's), `adamw` (decoupled weight decay) or `sgd` (with momentum).")
+    momentum: float = setting(
+        0.9, label="momentum", low=0, high=0.999,
+        help="Momentum for `sgd`; ignored by the Adam family.")
+    weight_decay: float = setting(
+        0.0, label="weight decay", low=0, high=1,
+        help="L2 penalty (decoupled for adamw).")
+    scheduler: str = setting(
+        "none", label="lr schedule", choices=SCHEDULERS,
+        help="Learning-rate schedule: `none`, `cosine` (anneal to zero) or `onecycle` (warm up, then anneal).")
+    val_split: float = setting(
+        0.0, label="validation split", low=0, high=0.5, noun="a fraction",
+        help="""Fraction of the training split held out for validation; 0 validates on the test set, as the
+        tutorial.""")
+    augment: bool = setting(
+        False, label="augment", caption="shift and rotate",
+        help="Random per-sample shifts (up to 2 px) and rotations (up to 10 degrees), done on the device.")
+    label_smoothing: float = setting(
+        0.0, label="label smoothing", low=0, high=0.5,
+        help="Share of each target spread over the other classes (0 is the tutorial's plain cross-entropy).")
+    ema_decay: float = setting(
+        0.0, label="EMA decay", low=0, high=0.9999,
+        help="Validate and save an exponential moving average of the weights with this decay per step (0: off).")
+    seed: int = setting(
+        0, label="seed", low=0, high=2**31 - 1,
+        help="Seeds weights, shuffling, augmentation and dropout.")
+    device: str = setting(
+        "auto", label="device", check=check_device,
+        help="""`auto` (the visible GPU with the most free memory, then mps, then cpu), `cpu`, `cuda` (the same
+        choice among GPUs), `cuda:N` (as given) or `mps`.""")
+    precision: str = setting(
+        "fp32", label="precision", choices=PRECISIONS,
+        help="""`fp32` (IEEE single precision: the tutorial's numerics), `tf32` (TensorFloat-32 matrix products
+        on CUDA; fp32 elsewhere) or `bf16` (bfloat16 autocast of the forward pass).""")
+    num_threads: int = setting(
+        0, label="CPU threads", low=0, high=256,
+        help="""CPU threads for torch; 0 fits them to the cores free: those the trainer may use, less the load
+        average.""")
 
     @classmethod
     def defaults_for(cls, model: str) -> TrainConfig:
@@ -126,11 +204,10 @@ class TrainConfig:
         if base is None:
             model = str(values.get("model", cls.model)).strip().lower()
             base = cls.defaults_for(model) if model in MODEL_DEFAULTS else cls()
-        known = {f.name for f in fields(cls)}
-        errors = {key: f"unknown setting {key!r}" for key in values if key not in known}
+        errors = {key: f"unknown setting {key!r}" for key in values if key not in SETTINGS}
         changes: dict[str, Any] = {}
         for key, raw in values.items():
-            if key not in known:
+            if key not in SETTINGS:
                 continue
             try:
                 changes[key] = coerce_value(key, raw)
@@ -149,10 +226,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError listing every field whose value is out of range."""
         errors = {}
-        for f in fields(self):
-            message = check_value(f.name, getattr(self, f.name))
+        for name in SETTINGS:
+            message = check_value(name, getattr(self, name))
             if message:
-                errors[f.name] = message
+                errors[name] = message
         if not errors.keys() & {"batch_size", "val_split"}:
             train_images = MAX_TRAIN_SIZE - held_out_count(MAX_TRAIN_SIZE, self.val_split)
             if self.batch_size > train_images:
@@ -165,28 +242,19 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-FIELD_TYPES: dict[str, type] = {"batch_size": int, "epochs": int, "seed": int, "num_threads": int,
-                                "lr": float, "momentum": float, "weight_decay": float, "val_split": float,
-                                "label_smoothing": float, "ema_decay": float, "augment": bool}
-CHOICES: dict[str, tuple[str, ...]] = {"model": MODELS, "dataset": DATASETS, "optimizer": OPTIMIZERS,
-                                        "scheduler": SCHEDULERS, "precision": PRECISIONS}
-
-
-def field_help(name: str) -> str:
-    """The one-line description of a field, taken from its docstring in the source."""
-    return _field_docs().get(name, "")
+SETTINGS: dict[str, Setting] = {f.name: f.metadata[_SPEC] for f in fields(TrainConfig)}
+"""Each setting's declaration, in the form's order: what the form, the `train` flags and the validator read."""
 
 
 def known_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` without the keys this version has no setting for: settings a later mnist-tui saved (in a
     run's log, the dashboard's memory) still read, their new keys left out."""
-    known = {f.name for f in fields(TrainConfig)}
-    return {key: value for key, value in values.items() if key in known}
+    return {key: value for key, value in values.items() if key in SETTINGS}
 
 
 def coerce_value(name: str, raw: Any) -> Any:
     """Turn a raw value (a form's text, a CLI string, a JSON value) into the field's type."""
-    kind = FIELD_TYPES.get(name, str)
+    kind = SETTINGS[name].kind
     try:
         if kind is bool:
             if isinstance(raw, bool):
@@ -218,53 +286,25 @@ def held_out_count(train_images: int, val_split: float) -> int:
     return max(1, round(train_images * val_split)) if val_split > 0 else 0
 
 
-def _range(name: str, value: float, low: float, high: float, what: str, low_open: bool = False) -> str | None:
-    if (value <= low if low_open else value < low) or value > high or value != value:
-        bound = f"above {_number(low)} and at most" if low_open else f"from {_number(low)} to"
-        return f"{name} must be {what} {bound} {_number(high)}, got {_number(value)}"
-    return None
-
-
 def _number(value: float) -> str:
     """Integers in full (2147483647, not 2.14748e+09), other numbers briefly."""
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else f"{value:g}"
 
 
 def check_value(name: str, value: Any) -> str | None:
-    """The reason a typed value is invalid for a field, or None when it is fine. The one validator."""
-    if name in CHOICES:
-        return None if value in CHOICES[name] else f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}"
-    if name == "batch_size":
-        return _range(name, value, 1, MAX_TRAIN_SIZE, "an integer")
-    if name == "epochs":
-        return _range(name, value, 1, 1000, "an integer")
-    if name == "lr":
-        return _range(name, value, 0, 10, "a number", low_open=True)
-    if name == "momentum":
-        return _range(name, value, 0, 0.999, "a number")
-    if name == "weight_decay":
-        return _range(name, value, 0, 1, "a number")
-    if name == "val_split":
-        return _range(name, value, 0, 0.5, "a fraction")
-    if name == "label_smoothing":
-        return _range(name, value, 0, 0.5, "a number")
-    if name == "ema_decay":
-        return _range(name, value, 0, 0.9999, "a number")
-    if name == "seed":
-        return _range(name, value, 0, 2**31 - 1, "an integer")
-    if name == "num_threads":
-        return _range(name, value, 0, 256, "an integer")
-    if name == "device":
-        return check_device(value)
+    """The reason a typed value is invalid for a field, or None when it is fine. The one validator: each
+    rule is the field's Setting."""
+    spec = SETTINGS[name]
+    if spec.choices:
+        return None if value in spec.choices else f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if spec.check is not None:
+        return spec.check(value)
+    if spec.low is None or spec.high is None:
+        return None
+    too_low = value <= spec.low if spec.above_low else value < spec.low
+    if too_low or value > spec.high or value != value:  # the last: NaN, which no comparison catches
+        return f"{name} must be {spec.value_noun()} {spec.bounds()}, got {_number(value)}"
     return None
-
-
-def check_device(value: str) -> str | None:
-    if value in ("auto", "cpu", "cuda", "mps"):
-        return None
-    if value.startswith("cuda:") and value[5:].isdigit():
-        return None
-    return f"device must be auto, cpu, cuda, cuda:N or mps, got {value!r}"
 
 
 def load_config(path: Path) -> TrainConfig:
@@ -331,21 +371,3 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
-
-
-@functools.cache
-def _field_docs() -> dict[str, str]:
-    """Read each field's docstring from this module's source, so help text has one home. Read on first
-    use: parsing source costs start-up time the dashboard's first frame should not pay."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, after in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
-            docs[node.target.id] = " ".join(str(after.value.value).split())
-    return docs
-

@@ -233,6 +233,12 @@ def visible_gpus(gpus: Sequence[GpuSample], cuda_visible_devices: str | None) ->
     return chosen
 
 
+def pick_freest(free_bytes: Sequence[int]) -> int:
+    """The index of the largest free memory, the lowest index on a tie; 0 for an empty list. What `auto`
+    picks among the visible GPUs: here, torch-free, so the settings pane can say so before torch loads."""
+    return max(range(len(free_bytes)), key=lambda i: (free_bytes[i], -i)) if free_bytes else 0
+
+
 def gpu_for_cuda_ordinal(ordinal: int, gpus: Sequence[GpuSample] | None = None,
                          env: Mapping[str, str] | None = None) -> GpuSample | None:
     """The GPU that `cuda:ordinal` means in a process with environment `env` (default: this one's), or

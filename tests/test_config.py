@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 
+from mnist_tui.__main__ import build_parser
 from mnist_tui.config import (
     MODELS,
+    SETTINGS,
     ConfigError,
     TrainConfig,
-    field_help,
+    check_value,
+    coerce_value,
     load_config,
     save_config,
 )
@@ -33,9 +36,66 @@ def test_defaults_are_the_tutorials() -> None:
     config.validate()
 
 
-def test_every_field_has_a_docstring() -> None:
-    for f in dataclasses.fields(TrainConfig):
-        assert len(field_help(f.name)) > 10, f"{f.name} has no docstring"
+def test_every_field_declares_its_setting() -> None:
+    defaults = TrainConfig()
+    assert list(SETTINGS) == [f.name for f in dataclasses.fields(TrainConfig)]
+    for name, spec in SETTINGS.items():
+        assert spec.kind is type(getattr(defaults, name)), name
+        assert 0 < len(spec.label) <= 16, f"{name}'s label must fit the form's label column"
+        assert len(spec.help) > 10 and "\n" not in spec.help and "  " not in spec.help, name
+        assert check_value(name, getattr(defaults, name)) is None, name
+        if spec.kind is bool:
+            assert spec.caption, f"{name}'s checkbox needs words of its own"
+    labels = [spec.label for spec in SETTINGS.values()]
+    assert len(set(labels)) == len(labels)
+
+
+def test_the_validator_follows_each_settings_declaration(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rules come from the declarations alone: change one, and the validator and coercion follow.
+    monkeypatch.setitem(SETTINGS, "epochs", dataclasses.replace(SETTINGS["epochs"], high=5))
+    with pytest.raises(ConfigError, match="epochs must be an integer from 1 to 5, got 6"):
+        TrainConfig.from_mapping({"epochs": "6"})
+    monkeypatch.setitem(SETTINGS, "optimizer", dataclasses.replace(SETTINGS["optimizer"], choices=("sgd",)))
+    assert check_value("optimizer", "adam") == "optimizer must be one of sgd, got 'adam'"
+    monkeypatch.setitem(SETTINGS, "seed", dataclasses.replace(SETTINGS["seed"], kind=float))
+    assert coerce_value("seed", "1.5") == 1.5
+
+
+@pytest.mark.parametrize("name", [name for name, spec in SETTINGS.items() if spec.low is not None])
+def test_each_range_is_enforced_at_its_ends(name: str) -> None:
+    spec = SETTINGS[name]
+    assert spec.low is not None and spec.high is not None
+    step = 1 if spec.kind is int else 1e-6
+    assert check_value(name, spec.kind(spec.high)) is None
+    message = check_value(name, spec.kind(spec.high + step))
+    assert message is not None and message.startswith(f"{name} must be {spec.value_noun()} {spec.bounds()}, got ")
+    assert (check_value(name, spec.kind(spec.low)) is None) is not spec.above_low
+    assert check_value(name, spec.kind(spec.low - step)) is not None
+
+
+@pytest.mark.parametrize("name", [name for name, spec in SETTINGS.items() if spec.choices])
+def test_choices_are_the_declared_ones(name: str) -> None:
+    for choice in SETTINGS[name].choices:
+        assert TrainConfig.from_mapping({name: choice.upper()}).to_dict()[name] == choice
+    assert check_value(name, "nothing-like-it") == (f"{name} must be one of {', '.join(SETTINGS[name].choices)}, "
+                                                     "got 'nothing-like-it'")
+
+
+def test_train_flags_come_from_the_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    for name, spec in SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        if spec.kind is bool:
+            assert getattr(parser.parse_args(["train", flag]), name) is True
+            assert getattr(parser.parse_args(["train", f"--no-{flag[2:]}"]), name) is False
+        else:  # kept as text: from_mapping checks it with the one validator
+            value = spec.choices[-1] if spec.choices else "7"
+            assert getattr(parser.parse_args(["train", flag, value]), name) == value
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    help_text = "".join(capsys.readouterr().out.split())  # however argparse wraps it
+    for spec in SETTINGS.values():
+        assert "".join(spec.help.split()) in help_text
 
 
 def test_from_mapping_coerces_strings() -> None:

@@ -15,10 +15,11 @@ from conftest import REPO_ROOT
 
 from mnist_tui import engine
 from mnist_tui.__main__ import build_parser, config_from_args
-from mnist_tui.batches import autocast_for, pick_freest
+from mnist_tui.batches import autocast_for
 from mnist_tui.checkpoints import _on_cpu, load_checkpoint
 from mnist_tui.config import PRECISIONS, PRESETS, ConfigError, TrainConfig
 from mnist_tui.events import EpochEnded, Event, RunFinished, RunStarted
+from mnist_tui.telemetry import pick_freest
 
 MakeConfig = Callable[..., TrainConfig]
 

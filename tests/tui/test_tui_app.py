@@ -128,10 +128,11 @@ async def test_a_device_this_machine_lacks_is_marked_and_start_refused(tmp_path:
     async with app.run_test(size=SIZE) as pilot:
         app.screen.query_one("#input-device", Select).value = "cuda"
         await pilot.pause()
-        await pilot.press("f5")
-        await pilot.pause()
         field = app.screen.query_one("#field-device")
-        assert field.has_class("-invalid") and app.session is None and not (tmp_path / "runs").exists()
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: field.has_class("-invalid"))  # torch, off the UI thread, finds no CUDA
+        await app.workers.wait_for_complete()
+        assert app.session is None and not (tmp_path / "runs").exists()
         assert "CUDA is not available" in str(field.query_one(".field-error", Static).render())
         app.screen.query_one("#input-device", Select).value = "cpu"
         await pilot.pause()

@@ -1,11 +1,13 @@
-"""The settings pane: every TrainConfig field as a control, checked as you type by the CLI's validator."""
+"""The settings pane: every TrainConfig field as the control its Setting asks for, with its label and help,
+checked as you type by the CLI's validator."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
-from dataclasses import fields
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +20,39 @@ from textual.content import Content
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
+from textual.worker import get_current_worker
 
 from mnist_tui import telemetry
 from mnist_tui.config import (
-    CHOICES,
-    FIELD_TYPES,
     PRESETS,
+    SETTINGS,
     ConfigError,
+    Setting,
     TrainConfig,
     check_value,
     coerce_value,
-    field_help,
     load_config,
     save_config,
 )
 from mnist_tui.data import dataset_present, raw_folder
 from mnist_tui.reporting import format_memory, short_gpu_name
 from mnist_tui.state import remembered_settings
+from mnist_tui.telemetry import GpuSample, pick_freest
+from mnist_tui.threads import usable_cores
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.messages import StartRun
 from mnist_tui.tui.paths import expand_path
 from mnist_tui.tui.widgets.tabs import ScreenTabs
 
 BASE_DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES_ANY_MACHINE_HAS = ("auto", "cpu")
+"""Devices a run may start on without asking torch whether this machine has them: `auto` falls back to cpu."""
 GPU_REFRESH_SECONDS = 2.0
 """How often the device list's free memory and utilisation are read again while the pane is shown."""
+
+
+FormControl = Select[str] | Checkbox | Input
+"""What the form shows for a setting: a list of its choices, a checkbox for a bool, a text box otherwise."""
 
 
 class TickBox(Checkbox):
@@ -59,6 +69,34 @@ def field_error(name: str, raw: Any) -> str | None:
         return check_value(name, coerce_value(name, raw))
     except ConfigError as error:
         return error.errors[name]
+
+
+def setting_help(name: str, spec: Setting) -> str:
+    """The help line for a setting, as markup: its label, the name files and flags use when that differs, the
+    help written for `--help` too (its `code` spans in bold here) and what values it takes."""
+    text = re.sub(r"`([^`]+)`", r"[b]\1[/b]", escape(spec.help))
+    key = "" if spec.label == name else f" ({name})"
+    bounds = f" [dim]{spec.value_noun().capitalize()} {spec.bounds()}.[/dim]" if spec.bounds() else ""
+    return f"[b]{escape(spec.label)}[/b]{key}: {text}{bounds}"
+
+
+def gpu_label(gpu: GpuSample) -> str:
+    """What the device list says of a GPU beside its name: its model, free memory and utilisation."""
+    utilization = "" if gpu.utilization is None else f" · {gpu.utilization:.0f}%"
+    return f"{short_gpu_name(gpu.name)} · {format_memory(gpu.memory_free)} free{utilization}"
+
+
+def auto_device_guess(gpus: Sequence[GpuSample] | None, cores: int, platform: str = sys.platform) -> str:
+    """What `auto` will pick, as far as NVML (`gpus`, None before it answers) and the core count say:
+    the line shown at once, while torch, which has the last word, loads (seconds)."""
+    if gpus is None:
+        return f"Device: {cores} CPU cores; looking for GPUs…"
+    if gpus:
+        ordinal = pick_freest([gpu.memory_free for gpu in gpus])
+        return f"Device: auto → [b]cuda:{ordinal}[/b], {escape(gpu_label(gpus[ordinal]))}"
+    if platform == "darwin":
+        return f"Device: auto → [b]mps[/b] if this Mac has it, else cpu ({cores} cores)"
+    return f"Device: auto → [b]cpu[/b] ({cores} cores)"
 
 
 SIDE_HELP = {
@@ -92,21 +130,24 @@ class SettingsScreen(Screen[None]):
         self.device_labels: dict[str, str] = {}
         """What the device list says of a device beside its name: a GPU's model, free memory, utilisation."""
         self.model = TrainConfig.model
+        self.torch_answered = False
+        """Whether the device line is torch's word on `auto`, rather than the guess from NVML and the cores."""
 
     def compose(self) -> ComposeResult:
         yield ScreenTabs("settings")
         with Horizontal(id="settings-body"):
             with VerticalScroll(id="settings-form", can_focus=False):
-                for f in fields(TrainConfig):
-                    with Vertical(classes="field", id=f"field-{f.name}"):
+                defaults = TrainConfig()
+                for name, spec in SETTINGS.items():
+                    with Vertical(classes="field", id=f"field-{name}"):
                         with Horizontal(classes="field-row"):
-                            yield Label(f.name.replace("_", " "), classes="field-label")
-                            yield self._control(f.name, f.default)
+                            yield Label(spec.label, classes="field-label")
+                            yield self._make_control(name, spec, getattr(defaults, name))
                         yield Static("", classes="field-error")
             with Vertical(id="settings-side"):
                 yield Select([(name, name) for name in PRESETS], prompt="Preset…", id="preset", compact=True)
                 yield Static("", id="help-text")
-                yield Static("Device: probing…", id="device-status")
+                yield Static(auto_device_guess(None, usable_cores()), id="device-status")
                 yield Static("", id="dataset-status")
                 yield Label("Settings file (^s save, ^o load):")
                 yield Input("mnist-tui.toml", id="settings-file", placeholder="path to a .toml or .json file",
@@ -117,26 +158,36 @@ class SettingsScreen(Screen[None]):
                 yield Button("Start training (F5)", id="start", variant="success", compact=True)
         yield Footer(compact=True)
 
-    def _control(self, name: str, default: Any) -> Select[str] | Checkbox | Input:
+    def _make_control(self, name: str, spec: Setting, default: Any) -> FormControl:
+        """The control its Setting asks for; the device's list is this machine's devices."""
         control_id = f"input-{name}"
-        if name in CHOICES:
-            return Select([(choice, choice) for choice in CHOICES[name]], value=default, allow_blank=False,
+        if spec.choices:
+            return Select([(choice, choice) for choice in spec.choices], value=default, allow_blank=False,
                           id=control_id, compact=True)
         if name == "device":
             return Select(self._device_options(), value=default, allow_blank=False, id=control_id, compact=True)
-        if FIELD_TYPES.get(name) is bool:
-            return TickBox("shifts, rotations", value=default, id=control_id, compact=True)
+        if spec.kind is bool:
+            return TickBox(spec.caption, value=default, id=control_id, compact=True)
         return Input(str(default), id=control_id, compact=True)
+
+    def control(self, name: str) -> FormControl:
+        """A setting's control in the form."""
+        control = self.query_one(f"#input-{name}")
+        if not isinstance(control, Select | Checkbox | Input):
+            raise TypeError(f"#input-{name} is a {type(control).__name__}, not a form control")
+        return control
 
     def on_mount(self) -> None:
         remembered = remembered_settings()
         if remembered is not None:  # the last run started from here; ctrl+t gives the tutorial's
             self.load_values(remembered)
         self._show_dataset_status()
-        # Importing torch holds the GIL for a second or two: start only once the first frame is out.
-        self.set_timer(0.3, self._probe_devices)
         # The GPUs' figures, read again while the pane is shown, once the first reading found GPUs.
         self.gpu_timer = self.set_interval(GPU_REFRESH_SECONDS, self._read_gpus, pause=True)
+        # NVML answers in milliseconds, off the UI thread: the GPUs and the guess at `auto` come at once.
+        self._read_gpus()
+        # Importing torch holds the GIL for a second or two: start only once the first frame is out.
+        self.set_timer(0.3, self._probe_torch)
         self.query_one("#input-model").focus()
 
     def on_screen_resume(self) -> None:
@@ -150,27 +201,27 @@ class SettingsScreen(Screen[None]):
     # Values -----------------------------------------------------------------------------------------
 
     def raw_values(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for f in fields(TrainConfig):
-            control = self.query_one(f"#input-{f.name}")
-            values[f.name] = control.value  # type: ignore[attr-defined]
-        return values
+        return {name: self.control(name).value for name in SETTINGS}
+
+    def set_value(self, name: str, value: Any) -> None:
+        """Show a typed value in a setting's control."""
+        control = self.control(name)
+        if isinstance(control, Select):
+            if name == "device" and value not in self.devices:
+                self._set_devices([*self.devices, value])
+            control.value = value
+        elif isinstance(control, Checkbox):
+            control.value = bool(value)
+        else:
+            control.value = str(value)
 
     def load_values(self, config: TrainConfig) -> None:
         """Fill the form from a config (a preset, a file, a run being cloned)."""
         self.model = config.model
         for name, value in config.to_dict().items():
-            control = self.query_one(f"#input-{name}")
-            if isinstance(control, Select):
-                if name == "device" and value not in self.devices:
-                    self._set_devices([*self.devices, value])
-                control.value = value
-            elif isinstance(control, Checkbox):
-                control.value = bool(value)
-            elif isinstance(control, Input):
-                control.value = str(value)
-        for f in fields(TrainConfig):
-            self._mark(f.name, None)
+            self.set_value(name, value)
+        for name in SETTINGS:
+            self._mark(name, None)
 
     def _mark(self, name: str, message: str | None) -> None:
         field = self.query_one(f"#field-{name}")
@@ -218,9 +269,9 @@ class SettingsScreen(Screen[None]):
         new = TrainConfig.defaults_for(new_model).to_dict()
         self.model = new_model
         for name in (n for n in old if n != "model" and old[n] != new[n]):
-            control = self.query_one(f"#input-{name}")
-            if field_error(name, control.value) is None and coerce_value(name, control.value) == old[name]:  # type: ignore[attr-defined]
-                control.value = new[name] if isinstance(control, Select | Checkbox) else str(new[name])  # type: ignore[attr-defined]
+            shown = self.control(name).value
+            if field_error(name, shown) is None and coerce_value(name, shown) == old[name]:
+                self.set_value(name, new[name])
 
     @on(Input.Changed, "#settings-form Input")
     @on(Select.Changed, "#settings-form Select")
@@ -240,11 +291,9 @@ class SettingsScreen(Screen[None]):
             field.add_class("-focused")
 
     def _help_for(self, control_id: str) -> None:
-        if control_id.startswith("input-"):
-            name = control_id.removeprefix("input-")
-            # The help is written for `--help` too: its `code` spans become bold here.
-            text = re.sub(r"`([^`]+)`", r"[b]\1[/b]", escape(field_help(name)))
-            self.query_one("#help-text", Static).update(f"[b]{name}[/b]: {text}")
+        name = control_id.removeprefix("input-")
+        if control_id.startswith("input-") and name in SETTINGS:
+            self.query_one("#help-text", Static).update(setting_help(name, SETTINGS[name]))
         elif control_id in SIDE_HELP:
             self.query_one("#help-text", Static).update(SIDE_HELP[control_id])
 
@@ -260,27 +309,44 @@ class SettingsScreen(Screen[None]):
     # Actions ----------------------------------------------------------------------------------------
 
     def action_start(self) -> None:
-        from mnist_tui.batches import DeviceError, resolve_device
-
         config = self.current_config()
-        if config is not None:
-            try:  # a device this machine lacks is marked here, rather than failing a run
-                resolve_device(config.device)
-            except DeviceError as error:
-                self._mark("device", str(error))
-                config = None
-        if config is not None and not self.download and not dataset_present(config.dataset, self.data_dir):
-            # Likewise data that is not there and may not be downloaded.
+        if config is None:
+            self._refuse_start()
+            return
+        data_found = self.download or dataset_present(config.dataset, self.data_dir)
+        if not data_found:  # marked here, rather than failing a run
             self._mark("dataset", f"{config.dataset} is missing from {raw_folder(config.dataset, self.data_dir)} "
                        "and downloads are off (see the side panel)")
-            config = None
-        if config is None:
-            self.notify("Fix the marked settings before starting.", title="Cannot start", severity="error")
-            invalid = self.query(".field.-invalid")
-            if invalid:
-                invalid.first().query_one("Input, Select, Checkbox").focus()
+        if config.device not in DEVICES_ANY_MACHINE_HAS:
+            self._start_if_device_exists(config, data_found)
+        elif data_found:
+            self.post_message(StartRun(config))
+        else:
+            self._refuse_start()
+
+    @work(thread=True, exclusive=True, group="start")
+    def _start_if_device_exists(self, config: TrainConfig, data_found: bool) -> None:
+        """Likewise a device this machine lacks, which only torch can tell: asked off the UI thread, as
+        torch may still be loading (seconds) when F5 is pressed."""
+        from mnist_tui.batches import DeviceError, resolve_device
+
+        try:
+            resolve_device(config.device)
+        except DeviceError as error:
+            self.app.call_from_thread(self._mark, "device", str(error))
+            data_found = False
+        if get_current_worker().is_cancelled:  # F5 again meanwhile: that press decides
             return
-        self.post_message(StartRun(config))
+        if data_found:
+            self.post_message(StartRun(config))
+        else:
+            self.app.call_from_thread(self._refuse_start)
+
+    def _refuse_start(self) -> None:
+        self.notify("Fix the marked settings before starting.", title="Cannot start", severity="error")
+        invalid = self.query(".field.-invalid")
+        if invalid:
+            invalid.first().query_one("Input, Select, Checkbox").focus()
 
     def action_preset(self, name: str) -> None:
         preset = PRESETS[name]
@@ -349,56 +415,41 @@ class SettingsScreen(Screen[None]):
         self.query_one("#dataset-status", Static).update(text)
 
     @work(thread=True, exclusive=True, group="probe")
-    def _probe_devices(self) -> None:
-        """List the GPUs through NVML (fast, torch-free), then import torch off the UI thread (it takes
-        seconds) and describe what `auto` will pick."""
-        from mnist_tui.batches import describe_device, resolve_device
-
-        gpus = self._gpu_labels()
-        self.app.call_from_thread(self._gpus_found, gpus)
-        if gpus:
-            found = f"{len(gpus)} GPU{'s' if len(gpus) > 1 else ''}"
-            self.app.call_from_thread(self._show_device_status, f"Device: {found} found; checking what auto picks…")
-        device = resolve_device("auto")
-        extra = []
+    def _probe_torch(self) -> None:
+        """Import torch off the UI thread (it takes seconds) and say what `auto` picks, in its words: until
+        then the line is NVML's and the cores' guess."""
         import torch
 
-        if torch.cuda.is_available():
-            extra = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        from mnist_tui.batches import describe_device, resolve_device
+
+        device = resolve_device("auto")
+        cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
         text = f"Device: auto → [b]{device}[/b], {escape(describe_device(device))}"
-        self.app.call_from_thread(self._devices_found, text, extra)
+        self.app.call_from_thread(self._show_torch_answer, text, cuda)
 
-    def _show_device_status(self, text: str) -> None:
+    def _show_torch_answer(self, text: str, cuda: list[str]) -> None:
         with contextlib.suppress(NoMatches):  # the probe can outlive the screen's widgets when the app quits
+            self.torch_answered = True
             self.query_one("#device-status", Static).update(text)
-
-    def _devices_found(self, text: str, extra: list[str]) -> None:
-        with contextlib.suppress(NoMatches):  # as above
-            self.query_one("#device-status", Static).update(text)
-            self._set_devices([*self.devices, *(d for d in extra if d not in self.devices)])
-
-    @staticmethod
-    def _gpu_labels() -> dict[str, str]:
-        """`cuda:N` (as CUDA numbers the GPUs for a trainer started from here) to what the list says of it.
-        It blocks on NVML: call it off the UI thread."""
-        gpus, _ = telemetry.read_gpus()
-        labels = {}
-        for ordinal, gpu in enumerate(telemetry.visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))):
-            utilization = "" if gpu.utilization is None else f" · {gpu.utilization:.0f}%"
-            labels[f"cuda:{ordinal}"] = (f"{short_gpu_name(gpu.name)} · {format_memory(gpu.memory_free)} free"
-                                         f"{utilization}")
-        return labels
+            self._set_devices([*self.devices, *(d for d in cuda if d not in self.devices)])
 
     @work(thread=True, exclusive=True, group="gpus")
     def _read_gpus(self) -> None:
-        self.app.call_from_thread(self._gpus_found, self._gpu_labels())
+        """The GPUs a trainer started from here sees, in CUDA's order. NVML blocks: off the UI thread."""
+        gpus, _ = telemetry.read_gpus()
+        visible = telemetry.visible_gpus(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self.app.call_from_thread(self._gpus_found, visible)
 
-    def _gpus_found(self, labels: dict[str, str]) -> None:
-        """The GPUs' new figures: the list follows, unless it is open (it would close under the user)."""
+    def _gpus_found(self, gpus: list[GpuSample]) -> None:
+        """The GPUs' new figures: the list follows, unless it is open (it would close under the user), and
+        the device line guesses from them until torch has spoken."""
         try:
             expanded = self.query_one("#input-device", Select).expanded
         except NoMatches:  # the app is quitting: the screen's widgets are gone
             return
+        if not self.torch_answered:
+            self.query_one("#device-status", Static).update(auto_device_guess(gpus, usable_cores()))
+        labels = {f"cuda:{ordinal}": gpu_label(gpu) for ordinal, gpu in enumerate(gpus)}
         if labels and self.is_current:
             self.gpu_timer.resume()
         if expanded:
