@@ -13,7 +13,7 @@ from conftest import TEST_SIZE, TRAIN_SIZE
 
 from mnist_tui import batches, engine
 from mnist_tui.batches import load_split
-from mnist_tui.checkpoints import load_checkpoint
+from mnist_tui.checkpoints import load_checkpoint, resume_state
 from mnist_tui.config import TrainConfig
 from mnist_tui.control import FileControl, RunControl, write_json_atomic
 from mnist_tui.events import (
@@ -405,7 +405,8 @@ def uninterrupted_and_resumed(config: TrainConfig, stop_at: int, data_root: Path
     stopped = run(config, tmp_path / "split", data_root, control=StopAfter(stop_at))
     assert isinstance(stopped[-1], RunFinished) and stopped[-1].status == "stopped"
     torch.manual_seed(999)  # as a fresh process would be: nothing may depend on leftover global state
-    resumed = run(config, tmp_path / "split", data_root, resume=load_checkpoint(tmp_path / "split" / "last.pt"))
+    resumed = run(config, tmp_path / "split", data_root,
+                  resume=resume_state(load_checkpoint(tmp_path / "split" / "last.pt")))
     return whole, stopped, resumed
 
 
@@ -456,7 +457,7 @@ def test_resuming_a_checkpoint_saved_before_elapsed_was_kept_counts_its_epochs_t
     run(config, tmp_path / "run", synthetic_root, control=StopAfter(STEPS + 3))
     older = load_checkpoint(tmp_path / "run" / "last.pt")
     del older.raw["elapsed"]
-    started = run(config, tmp_path / "run", synthetic_root, resume=older)[0]
+    started = run(config, tmp_path / "run", synthetic_root, resume=resume_state(older))[0]
     assert isinstance(started, RunStarted)
     epoch_seconds = sum(h["epoch_seconds"] for h in older.raw["history"]) + older.raw["progress"]["seconds"]
     assert started.elapsed_before == pytest.approx(epoch_seconds) and epoch_seconds > 0
@@ -465,7 +466,8 @@ def test_resuming_a_checkpoint_saved_before_elapsed_was_kept_counts_its_epochs_t
 def test_resume_of_a_finished_run_does_nothing_more(synthetic_root: Path, tmp_path: Path,
                                                     make_config: MakeConfig) -> None:
     first = run(make_config(), tmp_path / "run", synthetic_root)
-    again = run(make_config(), tmp_path / "run", synthetic_root, resume=load_checkpoint(tmp_path / "run" / "last.pt"))
+    again = run(make_config(), tmp_path / "run", synthetic_root,
+                resume=resume_state(load_checkpoint(tmp_path / "run" / "last.pt")))
     assert not epochs_of(again)
     finished = again[-1]
     assert isinstance(finished, RunFinished) and finished.status == "completed"
