@@ -272,9 +272,10 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
                              "end and on a stop), so there is nothing to resume; start a new run instead")
         try:
             resume = resume_state(load_checkpoint(run.path / "last.pt"))
+            config = run_config(run)
+            resume.check_settings(config)  # not another run's last.pt
         except CheckpointError as error:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
-        config = run_config(run)
         if not args.data_dir:  # the data it trained on, if that is still where it was
             data_root = run.data_root(config.dataset) or data_root
         run.send("run")  # the stop that ended it must not end the continuation

@@ -246,9 +246,25 @@ class ResumeState:
     cuda_rng_state: torch.Tensor | list[torch.Tensor] | None
     """The training GPU's generator state; a list (every GPU's) in older checkpoints."""
 
+    def check_settings(self, config: TrainConfig) -> None:
+        """Refuse to go on under settings other than those whose state it holds (another run's last.pt).
 
-HISTORY_FIGURES = ("epoch", "val_accuracy", "epoch_seconds")
-"""The figures of each history record that a resumed run reads."""
+        Raises:
+            CheckpointError: its model, optimizer or schedule is not `config`'s, in one line.
+        """
+        for name in RESTORED_SETTINGS:
+            saved, wanted = getattr(self.config, name), getattr(config, name)
+            if saved != wanted:
+                raise CheckpointError(f"{self.path}: it was saved with {name} {saved}, and the run trains with "
+                                      f"{name} {wanted}")
+
+
+RESTORED_SETTINGS = ("model", "optimizer", "scheduler")
+"""The settings whose state a checkpoint restores: a resume must train with the same ones."""
+
+
+HISTORY_FIGURES = ("val_accuracy", "epoch_seconds")
+"""The figures of each history record that a resumed run reads, besides its epoch."""
 
 
 def resume_state(checkpoint: Checkpoint) -> ResumeState:
@@ -330,6 +346,7 @@ def _count(value: object, name: str) -> int:
 def _history_record(record: object) -> dict[str, Any]:
     if not isinstance(record, Mapping):
         raise TypeError(f"a history record is {type(record).__name__}, not a dict")
+    _count(record.get("epoch"), "a history record's epoch")
     for name in HISTORY_FIGURES:
         if name not in record:
             raise ValueError(f"a history record has no {name}")

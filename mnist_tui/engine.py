@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,10 @@ from mnist_tui.batches import (
     resolve_device,
     steps_per_epoch,
 )
-from mnist_tui.checkpoints import ResumeState, checkpoint_payload, save_checkpoint
+from mnist_tui.checkpoints import CheckpointError, ResumeState, checkpoint_payload, save_checkpoint
 from mnist_tui.config import TrainConfig, held_out_count
 from mnist_tui.control import DiskFull, RunControl
-from mnist_tui.data import DatasetError, first_line
+from mnist_tui.data import DatasetError
 from mnist_tui.evaluation import predict
 from mnist_tui.events import (
     BatchProgress,
@@ -213,6 +213,17 @@ class EpochTally:
     stopped: bool = False
     """A stop came before the epoch's last step."""
 
+    @classmethod
+    def starting(cls, epoch: int, position: Position, device: torch.device) -> EpochTally:
+        """The tally of `epoch`, going on from the sums of `position` (a stop mid-epoch's), its clock started."""
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        loss_sum = torch.tensor(position.loss_sum, device=device, dtype=dtype)
+        correct = torch.tensor(position.correct, device=device, dtype=dtype)
+        now = time.perf_counter()
+        return cls(epoch, position.step, loss_sum, correct, position.seconds, active_since=now, step=position.step,
+                   reported_loss=position.loss_sum, reported_correct=position.correct,
+                   reported_step=position.step, last_report=now)
+
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss_sum.add_(loss.detach(), alpha=labels.shape[0])
         self.correct.add_((logits.detach().argmax(dim=1) == labels).sum())
@@ -344,42 +355,71 @@ def prepare_training(config: TrainConfig, run_dir: Path, data_root: Path, downlo
                     steps=steps)
 
 
-RESTORED_SETTINGS = ("model", "optimizer", "scheduler")
-"""The settings whose state a checkpoint restores: a resume must train with the same ones."""
-
-
 def restore(training: Training, resume: ResumeState) -> Position:
     """Load a checkpoint's training state into the model, its weight average, optimizer and schedule, and
     say where it left off. A checkpoint from another kind of device resumes too, with a note that its
     metrics then differ from an uninterrupted run's.
 
     Raises:
-        CannotTrain: the checkpoint was saved by a run with another model, optimizer or schedule.
+        CannotTrain: the checkpoint's state is not of this run's model, optimizer or schedule, or it stands
+            past the end of an epoch.
     """
-    config, device, average = training.config, training.device, training.average
-    for name in RESTORED_SETTINGS:
-        saved, wanted = getattr(resume.config, name), getattr(config, name)
-        if saved != wanted:
-            raise CannotTrain(f"cannot resume from {resume.path}: it was saved with {name} {saved}, and this run "
-                              f"trains with {name} {wanted}")
+    config, device, average, scheduler = training.config, training.device, training.average, training.scheduler
+    cannot = f"cannot resume from {resume.path}"
+    try:
+        resume.check_settings(config)
+    except CheckpointError as error:
+        raise CannotTrain(f"cannot resume from {error}") from None
+    if resume.step >= training.steps:
+        raise CannotTrain(f"{cannot}: it stands at step {resume.step} of an epoch of {training.steps}")
+    if not optimizer_state_fits(resume.optimizer_state, training.optimizer):
+        raise CannotTrain(f"{cannot}: its optimizer state does not fit this run's {config.optimizer} optimizer")
+    if scheduler is not None and resume.scheduler_state and not fits(resume.scheduler_state, scheduler.state_dict()):
+        raise CannotTrain(f"{cannot}: its schedule's state does not fit this run's {config.scheduler} schedule")
     trained = resume.training_model_state
     training.model.load_state_dict(trained if average is not None and trained else resume.model_state)
     if average is not None:
         average.model.load_state_dict(resume.model_state)
         average.updates = resume.averaged_steps
-    try:
-        training.optimizer.load_state_dict(resume.optimizer_state)
-    except (ValueError, KeyError) as error:  # another run's parameter groups, or a hand-made state
-        raise CannotTrain(f"cannot resume from {resume.path}: its optimizer state does not fit this run's "
-                          f"{config.optimizer} ({first_line(error)})") from None
-    if training.scheduler is not None and resume.scheduler_state:
-        training.scheduler.load_state_dict(resume.scheduler_state)
+    training.optimizer.load_state_dict(resume.optimizer_state)
+    if scheduler is not None and resume.scheduler_state:
+        scheduler.load_state_dict(resume.scheduler_state)
     note = ""
     if torch.device(resume.saved_on).type != device.type:
         note = (f"resumed on {device} from a checkpoint saved on {resume.saved_on}: from here its metrics differ "
                 "from an uninterrupted run's")
     return Position(epoch=resume.epoch, step=resume.step, loss_sum=resume.loss_sum, correct=resume.correct,
                     seconds=resume.seconds, history=list(resume.history), elapsed_before=resume.elapsed, note=note)
+
+
+def fits(saved: object, fresh: object) -> bool:
+    """Whether a saved optimizer or schedule state holds what a fresh one of the same kind does, so that
+    loading it cannot break a later step: a number for a number, a tensor of the same shape, as many items
+    in a list. Keys only one of them has are left to torch, which fills in those older versions lacked."""
+    if isinstance(fresh, Mapping):
+        return isinstance(saved, Mapping) and all(fits(saved[key], fresh[key]) for key in fresh.keys() & saved.keys())
+    if isinstance(fresh, list | tuple):
+        return isinstance(saved, list | tuple) and len(saved) == len(fresh) and all(map(fits, saved, fresh))
+    if isinstance(fresh, torch.Tensor):
+        return isinstance(saved, torch.Tensor) and saved.shape == fresh.shape
+    if isinstance(fresh, int | float):
+        return isinstance(saved, int | float)
+    if isinstance(fresh, str):
+        return isinstance(saved, str)
+    return True  # None, where torch picks for itself (`foreach`, say)
+
+
+def optimizer_state_fits(saved: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `saved` has this optimizer's parameter groups, and per-parameter tensors (moments, momentum)
+    of its parameters' shapes."""
+    if not fits(saved["param_groups"], optimizer.state_dict()["param_groups"]):
+        return False
+    shapes = {index: parameter.shape for group, saved_group in zip(optimizer.param_groups, saved["param_groups"],
+                                                                    strict=True)
+              for parameter, index in zip(group["params"], saved_group["params"], strict=True)}
+    return all(index in shapes and all(value.shape == shapes[index] for value in entry.values()
+                                       if isinstance(value, torch.Tensor) and value.dim() > 0)
+               for index, entry in saved["state"].items())
 
 
 def restore_random_state(resume: ResumeState, device: torch.device) -> None:
@@ -441,12 +481,7 @@ def train_one_epoch(training: Training, epoch: int, control: RunControl, resume:
     order = batch_order(len(training.train_split), config.seed, epoch, device)
     train_images = training.train_images
     source = training.train_split if train_images is None else Split(train_images, training.train_split.labels)
-    sum_dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-    tally = EpochTally(epoch, position.step, torch.tensor(position.loss_sum, device=device, dtype=sum_dtype),
-                       torch.tensor(position.correct, device=device, dtype=sum_dtype), position.seconds,
-                       active_since=time.perf_counter(), step=position.step, reported_loss=position.loss_sum,
-                       reported_correct=position.correct, reported_step=position.step)
-    tally.last_report = tally.active_since
+    tally = EpochTally.starting(epoch, position, device)
     for images, labels in iterate_batches(source, config.batch_size, order, True, position.step):
         x = prepare(images, spec.mean, spec.std) if train_images is None else images
         if config.augment:
