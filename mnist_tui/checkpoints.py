@@ -219,7 +219,7 @@ class ResumeState:
 
     path: Path
     config: TrainConfig
-    """The settings of the run that saved it: a resume fits only a model and optimizer like its own."""
+    """The settings of the run that saved it: its state fits only the same model, optimizer and schedule."""
     epoch: int
     """Whole epochs done."""
     step: int
@@ -294,7 +294,7 @@ def resume_state(checkpoint: Checkpoint) -> ResumeState:
             model_state=checkpoint.model_state,
             training_model_state=_training_model_state(raw, checkpoint.model_name),
             averaged_steps=_count(raw.get("averaged_steps") or 0, "averaged_steps"),
-            optimizer_state=_optimizer_state(raw["optimizer_state"]),
+            optimizer_state=_optimizer_state(raw),
             scheduler_state=_dict_or_none(_optional(raw, "scheduler_state", Mapping)),
             history=history,
             loss_sum=_number(progress, "loss_sum"),
@@ -365,14 +365,14 @@ def _dict_or_none(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(value) if value is not None else None
 
 
-def _optimizer_state(value: object) -> dict[str, Any]:
+def _optimizer_state(raw: Mapping[str, Any]) -> dict[str, Any]:
     """The optimizer's state_dict, in the shape `Optimizer.load_state_dict` reads: per-parameter state of
-    tensors and numbers, and parameter groups that name their parameters."""
-    state = _required({"optimizer_state": value}, "optimizer_state", Mapping)
+    tensors and numbers (or None, for a buffer not made yet), and parameter groups that name their parameters."""
+    state = _required(raw, "optimizer_state", Mapping)
     per_parameter = _required(state, "state", Mapping)
     for entry in per_parameter.values():
         if not isinstance(entry, Mapping) or not all(
-                isinstance(item, torch.Tensor | int | float) for item in entry.values()):
+                item is None or isinstance(item, torch.Tensor | int | float) for item in entry.values()):
             raise TypeError("optimizer_state holds a parameter state that is not tensors and numbers")
     for group in _required(state, "param_groups", list):
         if not isinstance(group, Mapping) or not isinstance(group.get("params"), list):
