@@ -1,5 +1,9 @@
 """The training loop: a generator of typed events that obeys pause and stop between batches.
 
+`train` reads like pytorch/examples' mnist `main`: `prepare_training` (data, model, optimizer, schedule),
+`restore` (a resume), then per epoch `train_one_epoch`, `end_epoch` (which validates) and
+`save_checkpoints`, and `finished`. The state they share is one `Training`.
+
 Loss and accuracy accumulate on the device; the host reads them only about ten times a second and at
 epoch end, so a GPU is never stalled by a per-step sync, and every clock reading that becomes a figure
 (samples/s, epoch seconds) comes after such a sync, so it measures work done rather than work queued.
