@@ -251,7 +251,7 @@ def take_run(run: RunDir, held: ExitStack) -> int:
 
 def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
-    from mnist_tui.checkpoints import Checkpoint, CheckpointError, load_checkpoint, resume_problem
+    from mnist_tui.checkpoints import CheckpointError, ResumeState, load_checkpoint, resume_state
     from mnist_tui.control import FileControl
     from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
@@ -259,7 +259,7 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.reporting import ConsoleReporter, quiet_stdout
     from mnist_tui.session import spawn_trainer
 
-    resume: Checkpoint | None = None
+    resume: ResumeState | None = None
     data_root, download = resolve_data_dir(args.data_dir), download_allowed(args.no_download)
     if args.resume is not None:
         run = find_run(args.resume, args.runs_dir)
@@ -278,13 +278,11 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
             raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "
                              "end and on a stop), so there is nothing to resume; start a new run instead")
         try:
-            resume = load_checkpoint(run.path / "last.pt")
+            resume = resume_state(load_checkpoint(run.path / "last.pt"))
+            config = run_config(run)
+            resume.check_settings(config)  # not another run's last.pt
         except CheckpointError as error:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
-        problem = resume_problem(resume)
-        if problem is not None:
-            raise UsageError(f"cannot resume {run.run_id}: {problem}")
-        config = run_config(run)
         if not args.data_dir:  # the data it trained on, if that is still where it was
             data_root = run.data_root(config.dataset) or data_root
         run.send("run")  # the stop that ended it must not end the continuation

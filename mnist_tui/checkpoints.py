@@ -211,14 +211,195 @@ def load_checkpoint(path: Path) -> Checkpoint:
     raise CheckpointError(f"{path}: not an mnist-tui checkpoint nor a state_dict of a known model")
 
 
-def resume_problem(checkpoint: Checkpoint) -> str | None:
-    """Why a checkpoint cannot continue its run, or None. A run's last.pt replaced by bare weights (the
-    tutorial's state_dict, say) evaluates, but holds no optimizer state to go on from."""
+@dataclass(frozen=True)
+class ResumeState:
+    """What a run's last.pt holds to go on exactly where the run left off, every part checked for its type
+    when it is read (`resume_state`), so a bad file is refused in one line before training begins rather
+    than by a KeyError halfway through restoring it."""
+
+    path: Path
+    config: TrainConfig
+    """The settings of the run that saved it: its state fits only the same model, optimizer and schedule."""
+    epoch: int
+    """Whole epochs done."""
+    step: int
+    """Batches done into the next epoch, when a stop saved it mid-epoch; else 0."""
+    model_state: dict[str, torch.Tensor]
+    """The evaluated weights: the weight average when the run keeps one."""
+    training_model_state: dict[str, torch.Tensor] | None
+    """The weights being trained, when a weight average is kept besides them."""
+    averaged_steps: int
+    optimizer_state: dict[str, Any]
+    scheduler_state: dict[str, Any] | None
+    history: tuple[dict[str, Any], ...]
+    """One record per epoch done, as EpochEnded reports it."""
+    loss_sum: float
+    """The next epoch's sums so far (a stop mid-epoch): its training loss and correct predictions."""
+    correct: float
+    seconds: float
+    """The next epoch's training seconds so far."""
+    elapsed: float
+    """Wall-clock seconds of the run's sessions so far, pauses included."""
+    saved_on: str
+    """The device it trained on: resumed on another kind, its metrics differ from an uninterrupted run's."""
+    rng_state: torch.Tensor | None
+    cuda_rng_state: torch.Tensor | list[torch.Tensor] | None
+    """The training GPU's generator state; a list (every GPU's) in older checkpoints."""
+
+    def check_settings(self, config: TrainConfig) -> None:
+        """Refuse to go on under settings other than those whose state it holds (another run's last.pt).
+
+        Raises:
+            CheckpointError: its model, optimizer or schedule is not `config`'s, in one line.
+        """
+        for name in RESTORED_SETTINGS:
+            saved, wanted = getattr(self.config, name), getattr(config, name)
+            if saved != wanted:
+                raise CheckpointError(f"{self.path}: it was saved with {name} {saved}, and the run trains with "
+                                      f"{name} {wanted}")
+
+
+RESTORED_SETTINGS = ("model", "optimizer", "scheduler")
+"""The settings whose state a checkpoint restores: a resume must train with the same ones."""
+
+
+HISTORY_FIGURES = ("val_accuracy", "epoch_seconds")
+"""The figures of each history record that a resumed run reads, besides its epoch."""
+
+
+def resume_state(checkpoint: Checkpoint) -> ResumeState:
+    """What `checkpoint` holds to continue its run, checked part by part. A run's last.pt replaced by bare
+    weights (the tutorial's state_dict, say) evaluates, but holds no optimizer state to go on from.
+
+    Raises:
+        CheckpointError: bare weights, no optimizer state, or a part missing or of the wrong type, in one line.
+    """
+    path, raw = checkpoint.path, checkpoint.raw
     if checkpoint.bare_state_dict:
-        return f"{checkpoint.path}: weights only (a bare state_dict), without the optimizer state a resume needs"
-    if not isinstance(checkpoint.raw.get("optimizer_state"), Mapping):
-        return f"{checkpoint.path}: it has no optimizer state, which a resume needs"
-    return None
+        raise CheckpointError(f"{path}: weights only (a bare state_dict), without the optimizer state a resume needs")
+    if raw.get("optimizer_state") is None:
+        raise CheckpointError(f"{path}: it has no optimizer state, which a resume needs")
+    try:
+        progress = _optional(raw, "progress", Mapping) or {}
+        history = tuple(_history_record(record) for record in _optional(raw, "history", list) or [])
+        seconds = _number(progress, "seconds")
+        cuda_rng_state = _cuda_rng_state(raw.get("cuda_rng_state"))
+        saved_on = _optional(raw, "device", str) or ("cuda" if cuda_rng_state is not None else "cpu")
+        torch.device(saved_on)  # a name torch does not know is damage, not a device
+        state = ResumeState(
+            path=path,
+            config=checkpoint.config,
+            epoch=_count(checkpoint.epoch, "epoch"),
+            step=_count(raw.get("step", 0), "step"),
+            model_state=checkpoint.model_state,
+            training_model_state=_training_model_state(raw, checkpoint.model_name),
+            averaged_steps=_count(raw.get("averaged_steps") or 0, "averaged_steps"),
+            optimizer_state=_optimizer_state(raw),
+            scheduler_state=_dict_or_none(_optional(raw, "scheduler_state", Mapping)),
+            history=history,
+            loss_sum=_number(progress, "loss_sum"),
+            correct=_number(progress, "correct"),
+            seconds=seconds,
+            # Checkpoints from before `elapsed` was saved: their epochs' seconds are the best estimate.
+            elapsed=_number(raw, "elapsed", sum(float(h["epoch_seconds"]) for h in history) + seconds),
+            saved_on=saved_on,
+            rng_state=_rng_state(raw.get("rng_state")),
+            cuda_rng_state=cuda_rng_state,
+        )
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: damaged mnist-tui checkpoint ({first_line(error)})") from None
+    return state
+
+
+def _required(raw: Mapping[str, Any], name: str, kind: type) -> Any:
+    value = raw.get(name)
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} is {type(value).__name__}, not {_kind_name(kind)}")
+    return value
+
+
+def _optional(raw: Mapping[str, Any], name: str, kind: type) -> Any:
+    """`raw[name]` if it is of `kind`, None if it is absent or None; anything else is damage."""
+    return None if raw.get(name) is None else _required(raw, name, kind)
+
+
+KIND_NAMES: dict[type, str] = {Mapping: "a dict", list: "a list", str: "a string"}
+
+
+def _kind_name(kind: type) -> str:
+    return KIND_NAMES.get(kind, kind.__name__)
+
+
+def _number(raw: Mapping[str, Any], name: str, default: float = 0.0) -> float:
+    value = raw.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} is {type(value).__name__}, not a number")
+    return float(value)
+
+
+def _count(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} is {value!r}, not a count")
+    return value
+
+
+def _history_record(record: object) -> dict[str, Any]:
+    if not isinstance(record, Mapping):
+        raise TypeError(f"a history record is {type(record).__name__}, not a dict")
+    _count(record.get("epoch"), "a history record's epoch")
+    for name in HISTORY_FIGURES:
+        if name not in record:
+            raise ValueError(f"a history record has no {name}")
+        _number(record, name)
+    return dict(record)
+
+
+def _training_model_state(raw: Mapping[str, Any], model_name: str) -> dict[str, torch.Tensor] | None:
+    state = _optional(raw, "training_model_state", Mapping)
+    if state is not None and match_state_dict(state) != model_name:
+        raise ValueError(f"training_model_state does not fit the {model_name!r} model")
+    return _dict_or_none(state)
+
+
+def _dict_or_none(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return dict(value) if value is not None else None
+
+
+def _optimizer_state(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The optimizer's state_dict, in the shape `Optimizer.load_state_dict` reads: per-parameter state of
+    tensors and numbers (or None, for a buffer not made yet), and parameter groups that name their parameters."""
+    state = _required(raw, "optimizer_state", Mapping)
+    per_parameter = _required(state, "state", Mapping)
+    for entry in per_parameter.values():
+        if not isinstance(entry, Mapping) or not all(
+                item is None or isinstance(item, torch.Tensor | int | float) for item in entry.values()):
+            raise TypeError("optimizer_state holds a parameter state that is not tensors and numbers")
+    for group in _required(state, "param_groups", list):
+        if not isinstance(group, Mapping) or not isinstance(group.get("params"), list):
+            raise TypeError("optimizer_state holds a parameter group without its parameters")
+    return dict(state)
+
+
+def _rng_state(value: object) -> torch.Tensor | None:
+    """A CPU generator state, tried on a generator of its own so that one torch would refuse is damage."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"rng_state is {type(value).__name__}, not a tensor")
+    torch.Generator().set_state(value)
+    return value
+
+
+def _cuda_rng_state(value: object) -> torch.Tensor | list[torch.Tensor] | None:
+    """A GPU generator's state, or (older checkpoints) a list of every GPU's; checked for its type only,
+    since only a GPU can say more."""
+    if value is None:
+        return None
+    states = [s for s in (value if isinstance(value, list | tuple) else [value])
+              if isinstance(s, torch.Tensor) and s.dtype == torch.uint8]
+    if len(states) != (len(value) if isinstance(value, list | tuple) else 1):
+        raise TypeError("cuda_rng_state is not a GPU generator's state")
+    return states if isinstance(value, list | tuple) else states[0]
 
 
 def _state_dict_in(data: object) -> dict[str, torch.Tensor] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import os
 import pickle
@@ -24,6 +25,7 @@ from mnist_tui.checkpoints import (
     discover_checkpoints,
     load_checkpoint,
     read_checkpoint_info,
+    resume_state,
     save_checkpoint,
 )
 from mnist_tui.config import TrainConfig
@@ -350,3 +352,96 @@ def test_bare_cnn_state_dict_loads(tmp_path: Path) -> None:
     checkpoint = load_checkpoint(path)
     assert checkpoint.model_name == "cnn"
     assert checkpoint.bare_state_dict
+
+
+# what a resume reads
+
+def resume_refusal(path: Path) -> str:
+    """The one-line CheckpointError message resume_state gives for the checkpoint at `path`."""
+    with pytest.raises(CheckpointError) as caught:
+        resume_state(load_checkpoint(path))
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert str(path) in message
+    return message
+
+
+def test_resume_state_holds_where_the_run_left_off(trained: Trained) -> None:
+    state = resume_state(load_checkpoint(trained.last))
+    saved = torch.load(trained.last, weights_only=True)
+    assert (state.epoch, state.step, state.config) == (2, 0, small_config())
+    assert [h["epoch"] for h in state.history] == [1, 2]
+    assert state.elapsed == saved["elapsed"] and state.saved_on == "cpu"
+    assert set(state.optimizer_state) == {"state", "param_groups"} and state.scheduler_state is None
+    assert state.training_model_state is None and state.averaged_steps == 0
+    assert state.rng_state is not None and torch.equal(state.rng_state, saved["rng_state"])
+    assert state.cuda_rng_state is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.step = 3  # type: ignore[misc]
+
+
+def test_resume_state_of_a_checkpoint_from_before_elapsed_was_kept(trained: Trained, tmp_path: Path) -> None:
+    payload = torch.load(trained.last, weights_only=True)
+    del payload["elapsed"]
+    torch.save(payload, tmp_path / "last.pt")
+    state = resume_state(load_checkpoint(tmp_path / "last.pt"))
+    assert state.elapsed == sum(h["epoch_seconds"] for h in payload["history"]) > 0
+
+
+def test_bare_weights_cannot_be_resumed(tmp_path: Path) -> None:
+    torch.save(build_model("mlp").state_dict(), tmp_path / "last.pt")
+    assert "weights only (a bare state_dict), without the optimizer state" in resume_refusal(tmp_path / "last.pt")
+
+
+DELETE = object()
+"""Stands for a key taken out of the checkpoint."""
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"optimizer_state": DELETE}, "it has no optimizer state, which a resume needs"),
+    ({"optimizer_state": None}, "it has no optimizer state, which a resume needs"),
+    ({"optimizer_state": [1, 2]}, "optimizer_state is list, not a dict"),
+    ({"optimizer_state": {"state": {}}}, "param_groups is NoneType, not a list"),
+    ({"optimizer_state": {"state": {0: {"exp_avg": "lots"}}, "param_groups": []}}, "not tensors and numbers"),
+    ({"optimizer_state": {"state": {}, "param_groups": [{"lr": 0.1}]}}, "group without its parameters"),
+    ({"scheduler_state": 3}, "scheduler_state is int, not a dict"),
+    ({"step": "5"}, "step is '5', not a count"),
+    ({"step": -1}, "step is -1, not a count"),
+    ({"averaged_steps": 1.5}, "averaged_steps is 1.5, not a count"),
+    ({"history": "long"}, "history is str, not a list"),
+    ({"history": [7]}, "a history record is int, not a dict"),
+    ({"history": [{"epoch": 1, "epoch_seconds": 1.0}]}, "a history record has no val_accuracy"),
+    ({"history": [{"epoch": "one", "val_accuracy": 0.9, "epoch_seconds": 1.0}]}, "epoch is 'one', not a count"),
+    ({"progress": {"loss_sum": "x"}}, "loss_sum is str, not a number"),
+    ({"progress": [1.0]}, "progress is list, not a dict"),
+    ({"elapsed": True}, "elapsed is bool, not a number"),
+    ({"device": 0}, "device is int, not a string"),
+    ({"device": "quantum:0"}, "quantum"),
+    ({"rng_state": [1, 2]}, "rng_state is list, not a tensor"),
+    ({"rng_state": torch.zeros(3)}, "ByteTensor"),
+    ({"rng_state": torch.zeros(10, dtype=torch.uint8)}, "size"),
+    ({"cuda_rng_state": [torch.zeros(3)]}, "cuda_rng_state is not a GPU generator's state"),
+    ({"training_model_state": {"w": torch.zeros(1)}}, "training_model_state does not fit the 'mlp' model"),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_a_last_pt_with_a_part_missing_or_of_the_wrong_type_is_refused(trained: Trained, tmp_path: Path,
+                                                                        change: dict[str, Any], said: str) -> None:
+    payload = torch.load(trained.last, weights_only=True)
+    for key, value in change.items():
+        if value is DELETE:
+            del payload[key]
+        else:
+            payload[key] = value
+    torch.save(payload, tmp_path / "last.pt")
+    load_checkpoint(tmp_path / "last.pt")  # it still evaluates: only a resume needs these
+    message = resume_refusal(tmp_path / "last.pt")
+    assert said in message, message
+
+
+def test_a_resume_keeps_to_the_settings_whose_state_it_holds(trained: Trained) -> None:
+    state = resume_state(load_checkpoint(trained.last))
+    state.check_settings(small_config(epochs=5, device="cpu"))  # more epochs, say, are fine
+    for change, said in (({"model": "cnn"}, "saved with model mlp, and the run trains with model cnn"),
+                         ({"optimizer": "sgd"}, "optimizer adam, and the run trains with optimizer sgd"),
+                         ({"scheduler": "cosine"}, "scheduler none, and the run trains with scheduler cosine")):
+        with pytest.raises(CheckpointError, match=said):
+            state.check_settings(small_config(**change))

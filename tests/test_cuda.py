@@ -71,10 +71,10 @@ def test_a_gpu_checkpoint_evaluates_and_resumes_without_cuda(synthetic_root: Pat
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["accuracy"] == pytest.approx(checkpoint.metrics["val_accuracy"], abs=0.02)
     script = ("import sys, dataclasses; from pathlib import Path; from mnist_tui import engine; "
-              "from mnist_tui.checkpoints import load_checkpoint; "
+              "from mnist_tui.checkpoints import load_checkpoint, resume_state; "
               "c = load_checkpoint(Path(sys.argv[1]) / 'last.pt'); "
               "config = dataclasses.replace(c.config, device='cpu', epochs=2); "
-              "events = list(engine.train(config, Path(sys.argv[1]), Path(sys.argv[2]), resume=c)); "
+              "events = list(engine.train(config, Path(sys.argv[1]), Path(sys.argv[2]), resume=resume_state(c))); "
               "print(events[0].note); print(type(events[-1]).__name__)")
     resumed = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run"), str(synthetic_root)],
                              capture_output=True, text=True, env=hidden, timeout=300)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from conftest import TEST_SIZE, TRAIN_SIZE
 
 from mnist_tui import batches, engine
 from mnist_tui.batches import load_split
-from mnist_tui.checkpoints import load_checkpoint
+from mnist_tui.checkpoints import ResumeState, load_checkpoint, resume_state
 from mnist_tui.config import TrainConfig
 from mnist_tui.control import FileControl, RunControl, write_json_atomic
 from mnist_tui.events import (
@@ -405,7 +406,8 @@ def uninterrupted_and_resumed(config: TrainConfig, stop_at: int, data_root: Path
     stopped = run(config, tmp_path / "split", data_root, control=StopAfter(stop_at))
     assert isinstance(stopped[-1], RunFinished) and stopped[-1].status == "stopped"
     torch.manual_seed(999)  # as a fresh process would be: nothing may depend on leftover global state
-    resumed = run(config, tmp_path / "split", data_root, resume=load_checkpoint(tmp_path / "split" / "last.pt"))
+    resumed = run(config, tmp_path / "split", data_root,
+                  resume=resume_state(load_checkpoint(tmp_path / "split" / "last.pt")))
     return whole, stopped, resumed
 
 
@@ -456,7 +458,7 @@ def test_resuming_a_checkpoint_saved_before_elapsed_was_kept_counts_its_epochs_t
     run(config, tmp_path / "run", synthetic_root, control=StopAfter(STEPS + 3))
     older = load_checkpoint(tmp_path / "run" / "last.pt")
     del older.raw["elapsed"]
-    started = run(config, tmp_path / "run", synthetic_root, resume=older)[0]
+    started = run(config, tmp_path / "run", synthetic_root, resume=resume_state(older))[0]
     assert isinstance(started, RunStarted)
     epoch_seconds = sum(h["epoch_seconds"] for h in older.raw["history"]) + older.raw["progress"]["seconds"]
     assert started.elapsed_before == pytest.approx(epoch_seconds) and epoch_seconds > 0
@@ -465,10 +467,71 @@ def test_resuming_a_checkpoint_saved_before_elapsed_was_kept_counts_its_epochs_t
 def test_resume_of_a_finished_run_does_nothing_more(synthetic_root: Path, tmp_path: Path,
                                                     make_config: MakeConfig) -> None:
     first = run(make_config(), tmp_path / "run", synthetic_root)
-    again = run(make_config(), tmp_path / "run", synthetic_root, resume=load_checkpoint(tmp_path / "run" / "last.pt"))
+    again = run(make_config(), tmp_path / "run", synthetic_root,
+                resume=resume_state(load_checkpoint(tmp_path / "run" / "last.pt")))
     assert not epochs_of(again)
     finished = again[-1]
     assert isinstance(finished, RunFinished) and finished.status == "completed"
     assert finished.final_val_accuracy == epochs_of(first)[-1].val_accuracy
 
 
+
+
+def resume_of(run_dir: Path, **changes: object) -> ResumeState:
+    """The resume state of `run_dir`'s last.pt, with `changes` made to it as a hand edit would."""
+    return dataclasses.replace(resume_state(load_checkpoint(run_dir / "last.pt")), **changes)  # type: ignore[arg-type]
+
+
+def refused_resume(config: TrainConfig, resume: ResumeState, data_root: Path, run_dir: Path) -> str:
+    """The one line a resume that cannot go on ends with: a RunFailed before anything starts or is saved."""
+    before = (run_dir / "last.pt").read_bytes()
+    events = run(config, run_dir, data_root, resume=resume)
+    assert len(events) == 1 and isinstance(events[0], RunFailed), events
+    assert (run_dir / "last.pt").read_bytes() == before
+    message = events[0].message
+    assert "\n" not in message and message.startswith(f"cannot resume from {run_dir / 'last.pt'}: "), message
+    return message
+
+
+def test_a_resume_under_other_settings_is_refused(synthetic_root: Path, tmp_path: Path, make_config: MakeConfig,
+                                                  report_every_step: None) -> None:
+    run(make_config(), tmp_path / "run", synthetic_root, control=StopAfter(3))
+    resume = resume_of(tmp_path / "run")
+    said = refused_resume(make_config(model="cnn"), resume, synthetic_root, tmp_path / "run")
+    assert "saved with model mlp, and the run trains with model cnn" in said
+    said = refused_resume(make_config(scheduler="cosine"), resume, synthetic_root, tmp_path / "run")
+    assert "scheduler none, and the run trains with scheduler cosine" in said
+
+
+def test_a_resume_past_the_end_of_an_epoch_is_refused(synthetic_root: Path, tmp_path: Path,
+                                                      make_config: MakeConfig, report_every_step: None) -> None:
+    run(make_config(), tmp_path / "run", synthetic_root, control=StopAfter(3))
+    said = refused_resume(make_config(), resume_of(tmp_path / "run", step=STEPS), synthetic_root, tmp_path / "run")
+    assert f"it stands at step {STEPS} of an epoch of {STEPS}" in said
+
+
+def test_optimizer_state_that_does_not_fit_the_model_is_refused(synthetic_root: Path, tmp_path: Path,
+                                                                make_config: MakeConfig,
+                                                                report_every_step: None) -> None:
+    run(make_config(), tmp_path / "run", synthetic_root, control=StopAfter(3))
+    optimizer_state = resume_of(tmp_path / "run").optimizer_state
+    moments = {**optimizer_state["state"][0], "exp_avg": torch.zeros(3)}
+    misshapen = {**optimizer_state, "state": {**optimizer_state["state"], 0: moments}}
+    fewer = {**optimizer_state, "param_groups": [{**optimizer_state["param_groups"][0], "params": [0, 1]}]}
+    no_rate = {**optimizer_state, "param_groups": [{**optimizer_state["param_groups"][0], "lr": "fast"}]}
+    for state in (misshapen, fewer, no_rate):
+        said = refused_resume(make_config(), resume_of(tmp_path / "run", optimizer_state=state), synthetic_root,
+                              tmp_path / "run")
+        assert "its optimizer state does not fit this run's adam optimizer" in said
+
+
+def test_schedule_state_that_does_not_fit_is_refused(synthetic_root: Path, tmp_path: Path, make_config: MakeConfig,
+                                                     report_every_step: None) -> None:
+    config = make_config(scheduler="cosine")
+    run(config, tmp_path / "run", synthetic_root, control=StopAfter(3))
+    schedule = resume_of(tmp_path / "run").scheduler_state
+    assert schedule is not None
+    for state in ({**schedule, "base_lrs": "high"}, {**schedule, "last_epoch": [3]}):
+        said = refused_resume(config, resume_of(tmp_path / "run", scheduler_state=state), synthetic_root,
+                              tmp_path / "run")
+        assert "its schedule's state does not fit this run's cosine schedule" in said

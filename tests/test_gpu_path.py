@@ -16,7 +16,7 @@ from conftest import REPO_ROOT
 from mnist_tui import engine
 from mnist_tui.__main__ import build_parser, config_from_args
 from mnist_tui.batches import autocast_for
-from mnist_tui.checkpoints import _on_cpu, load_checkpoint
+from mnist_tui.checkpoints import _on_cpu, load_checkpoint, resume_state
 from mnist_tui.config import PRECISIONS, PRESETS, ConfigError, TrainConfig
 from mnist_tui.events import EpochEnded, Event, RunFinished, RunStarted
 from mnist_tui.telemetry import pick_freest
@@ -170,7 +170,8 @@ def test_ema_run_resumed_mid_epoch_matches_the_uninterrupted_run(synthetic_root:
                 self.stop()
 
     run(config, tmp_path / "split", synthetic_root, control=StopAt())
-    resumed = run(config, tmp_path / "split", synthetic_root, resume=load_checkpoint(tmp_path / "split" / "last.pt"))
+    resumed = run(config, tmp_path / "split", synthetic_root,
+                  resume=resume_state(load_checkpoint(tmp_path / "split" / "last.pt")))
 
     def figures(events: list[Event]) -> list[tuple[float, float, float]]:
         return [(e.train_loss, e.val_loss, e.val_accuracy) for e in events if isinstance(e, EpochEnded)]
@@ -228,7 +229,8 @@ def test_resuming_a_gpu_checkpoint_on_a_cpu_says_its_metrics_differ(synthetic_ro
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     # As a GPU box writes it: its device, and that GPU's generator state (a CPU state stands in for it).
     checkpoint.raw.update(device="cuda:1", cuda_rng_state=torch.get_rng_state())
-    events = run(dataclasses.replace(config, epochs=2), tmp_path / "run", synthetic_root, resume=checkpoint)
+    events = run(dataclasses.replace(config, epochs=2), tmp_path / "run", synthetic_root,
+                 resume=resume_state(checkpoint))
     started = events[0]
     assert isinstance(started, RunStarted)
     assert "saved on cuda:1" in started.note and "differ from an uninterrupted run" in started.note

@@ -163,14 +163,12 @@ class MnistTuiApp(App[None]):
         """Continue a stopped, failed or crashed run from its last.pt and follow it."""
         if self.refuse_while_training():
             return
-        from mnist_tui.checkpoints import CheckpointError, load_checkpoint, resume_problem
+        from mnist_tui.checkpoints import CheckpointError, load_checkpoint, resume_state
 
         try:  # refused here in words, rather than by a trainer that dies of it
-            problem = resume_problem(load_checkpoint(run.path / "last.pt"))
+            resume_state(load_checkpoint(run.path / "last.pt"))
         except CheckpointError as error:
-            problem = str(error)
-        if problem is not None:
-            self.notify(escape(problem), title=f"Cannot resume {escape(run.run_id)}", severity="error")
+            self.notify(escape(error), title=f"Cannot resume {escape(run.run_id)}", severity="error")
             return
         try:
             session = TrainingSession.continue_run(run, self.data_dir, self.download)
