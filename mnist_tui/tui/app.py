@@ -49,6 +49,12 @@ SCREEN_PURPOSES = {"settings": "Set up a run", "training": "The live training pa
 """What each screen is for, as the command palette says it beside its name."""
 
 
+def parting_words(sentence: str, command: str) -> Text:
+    """What the dashboard prints as it exits: a sentence, then the command to type on a line of its own,
+    which copies whole where it fits the terminal's width."""
+    return Text(f"{sentence}\n  {command}")
+
+
 class MnistTuiApp(App[None]):
     """Settings, live training and evaluation; a thin layer that starts, follows and steers runs."""
 
@@ -124,6 +130,10 @@ class MnistTuiApp(App[None]):
 
     async def action_show(self, name: str) -> None:
         await self.show_screen(name)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A screen's own key does nothing on it, so `?` does not list it."""
+        return not (action == "show" and parameters == (self.current_mode,))
 
     def action_toggle_keys(self) -> None:
         if isinstance(self.screen, KeysScreen):
@@ -253,11 +263,11 @@ class MnistTuiApp(App[None]):
         def answered(answer: str | None) -> None:
             if answer == "stop":
                 live.run.send("stop")
-                self.exit(message=Text(f"Asked run {live.run.run_id} to stop; it saves last.pt as it does. "
-                                       f"Resume it with: {self.command_for('train --resume', live.run)}"))
+                self.exit(message=parting_words(f"Asked run {live.run.run_id} to stop; it saves last.pt as it does. "
+                                                "Resume it with:", self.command_for("train --resume", live.run)))
             elif answer == "leave":
-                self.exit(message=Text(f"Run {live.run.run_id} is still {live.activity} in the background. "
-                                       f"Follow it with: {self.command_for('attach', live.run)}"))
+                self.exit(message=parting_words(f"Run {live.run.run_id} is still {live.activity} in the background. "
+                                                "Follow it with:", self.command_for("attach", live.run)))
 
         self.push_screen(quit_dialog(f"Run {escape(live.run.run_id)} is still {escape(live.activity)}. Quit and…",
                                      paused=live.activity == "paused"), answered)
@@ -281,7 +291,8 @@ class MnistTuiApp(App[None]):
                 yield command
         yield SystemCommand("Keys", "The keys that act now on this screen (?)", self.action_toggle_keys)
         for name, key, label in SCREENS:
-            yield SystemCommand(label, f"{SCREEN_PURPOSES[name]} ({key})", partial(self.show_screen, name))
+            if name != self.current_mode:
+                yield SystemCommand(label, f"{SCREEN_PURPOSES[name]} ({key})", partial(self.show_screen, name))
         training = self.built_screens.get("training")
         if not (isinstance(training, TrainingScreen) and training.active):
             yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",

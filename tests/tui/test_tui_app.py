@@ -21,7 +21,7 @@ from mnist_tui.events import RunFailed, RunFinished, RunPaused, RunStarted
 from mnist_tui.runs import RunDir, create_run
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
-from mnist_tui.tui.screens.dialogs import KeysScreen
+from mnist_tui.tui.screens.dialogs import ChoiceDialog, KeysScreen
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
@@ -65,6 +65,36 @@ async def test_function_keys_switch_screens_and_question_mark_shows_keys(tmp_pat
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen)
         assert [tab.screen_name for tab in app.screen.query(ScreenTab) if tab.has_class("-current")] == ["runs"]
+
+
+async def test_each_screen_is_a_mode_built_when_first_shown_and_the_quit_dialog_comes_over_any(
+        tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.current_mode == "settings" and set(app.built_screens) == {"settings"}  # start-up builds one
+        await pilot.press("f6")
+        assert app.current_mode == "runs" and set(app.built_screens) == {"settings", "runs"}
+        runs = app.screen
+        await pilot.press("f6")  # its own key: nothing to do, so `?` does not list it
+        assert app.screen is runs
+        assert not app.check_action("show", ("runs",)) and app.check_action("show", ("training",))
+        await pilot.press("f2", "f6")
+        assert app.screen is runs, "a screen shown again is the same screen, as it was left"
+
+        training = create_run(tmp_path / "runs", small_config())
+        training.set_status("running")  # alive: this process stands in for its trainer
+        for opened in ((), ("question_mark",)):  # over the runs screen, and over the keys listed on it
+            await pilot.press(*opened)
+            under = app.screen
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+            assert isinstance(app.screen, ChoiceDialog) and app.screen_stack[-2] is under
+            await pilot.press("f3")  # a dialog holds the keys until it is answered
+            assert isinstance(app.screen, ChoiceDialog) and app.current_mode == "runs"
+            await pilot.press("escape")
+            assert app.screen is under and app.is_running
+            await pilot.press(*("escape",) * len(opened))
+        assert app.screen is runs
 
 
 async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_path: Path) -> None:
@@ -599,8 +629,8 @@ async def test_leaving_a_run_says_how_to_follow_it_again(tmp_path: Path, monkeyp
         await pilot.pause()
         assert not app.is_running
         said = " ".join(str(message) for message in app._exit_renderables)
-        assert said == (f"Run {training.run_id} is still training in the background. Follow it with: "
-                        f"mnist-tui attach {training.run_id}")
+        assert said == (f"Run {training.run_id} is still training in the background. Follow it with:\n"
+                        f"  mnist-tui attach {training.run_id}")
 
 
 async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> None:
