@@ -43,6 +43,7 @@ def tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def own_tmux_server() -> Iterator[None]:
     yield
     tmux("kill-server", check=False)
+    (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}" / SOCKET).unlink(missing_ok=True)
 
 
 class Terminal:
