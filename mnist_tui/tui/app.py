@@ -310,7 +310,7 @@ class MnistTuiApp(App[None]):
                     ("Clone the run's settings", "clone", "c on Runs: into Settings"),
                     ("Delete the run", "delete", "d on Runs: asks first"),
                     ("Mark the run to compare", "mark", "space on Runs: overlay its curves"),
-                    ("Compare runs", "compare", "on Runs: the marked runs' curves, loss and accuracy")):
+                    ("Compare runs", "compare", "v on Runs: overlay the marked runs' curves")):
                 yield SystemCommand(label, help_text, partial(self._runs_action, action))
         for preset in PRESETS.values():
             yield SystemCommand(f"Preset: {preset.name}", preset.summary, partial(self._load_preset, preset.name))

@@ -977,14 +977,19 @@ async def test_the_palette_offers_only_what_can_act_now(tmp_path: Path) -> None:
         steering = {"Pause the run", "Resume the paused run", "Stop the run"}
         assert "Start training" in titles() and not titles() & (run_actions | steering)  # no runs, none live
 
-        screen, session = app.training_screen, RecordingSession()
-        screen.session, screen.state = session, "running"  # type: ignore[assignment]
+        await pilot.press("f3")
+        screen, session, events = app.training_screen, RecordingSession(), run_events()
+        screen.session = session  # type: ignore[assignment]
+        screen.receive(events[0])
+        await wait_for(pilot, lambda: screen.state == "running")
         assert titles() & steering == {"Pause the run", "Stop the run"} and "Start training" not in titles()
-        screen.state = "paused"
+        screen.receive(RunPaused(1, 5))
+        await wait_for(pilot, lambda: screen.state == "paused")
         assert titles() & steering == {"Resume the paused run", "Stop the run"}
         await next(c for c in app.get_system_commands(app.screen) if c.title == "Resume the paused run").callback()
         assert session.commands == ["resume"]
-        screen.state = "completed"
+        screen.receive(events[-1])
+        await wait_for(pilot, lambda: screen.state == "completed")
         assert not titles() & steering and "Start training" in titles()
 
         create_run(tmp_path / "runs", small_config()).set_status("stopped", pid=dead_pid())
@@ -1003,22 +1008,25 @@ async def test_the_keys_list_puts_the_screens_keys_first_and_only_those_that_act
     app = make_app(tmp_path / "data", tmp_path / "runs")
     async with app.run_test(size=size) as pilot:
         await pilot.press("f3")
-        screen, session = app.training_screen, RecordingSession()
-        screen.session, screen.state = session, "running"  # type: ignore[assignment]
+        screen, session, events = app.training_screen, RecordingSession(), run_events()
+        screen.session = session  # type: ignore[assignment]
+        screen.receive(events[0])
+        await wait_for(pilot, lambda: screen.state == "running")
         await pilot.press("question_mark")
         keys = app.screen
         assert isinstance(keys, KeysScreen)
         titles = [title for title, _ in keys.sections]
         assert titles[:2] == ["This screen", "Everywhere"] and titles[-1] == "Moving around"
         own = dict(keys.sections[0][1])
-        assert own["p"] == "Pause after the current batch" and own["s"].startswith("Stop")
+        assert own["p"].startswith("Pause") and own["s"].startswith("Stop")
         assert dict(keys.sections[1][1])["F6"] == "Runs"
         # Drawn over the panel, whole: the panel under it keeps its width.
         box = keys.query_one(".keys")
         assert box.region.width < size[0] and screen.query_one("#run-log").region.width == size[0]
         await pilot.press("escape")
 
-        screen.state = "completed"  # a finished run: nothing to pause or stop
+        screen.receive(events[-1])  # a finished run: nothing to pause or stop
+        await wait_for(pilot, lambda: screen.state == "completed")
         await pilot.press("question_mark")
         assert isinstance(app.screen, KeysScreen)
         own = dict(app.screen.sections[0][1])
