@@ -3,6 +3,7 @@ list the keys."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -87,6 +88,9 @@ KeyRow = tuple[str, str]
 
 MOVING_AROUND = {binding.action for binding in Screen.BINDINGS if isinstance(binding, Binding)}
 """What every Textual screen binds (focus the next or previous widget, copy): listed after the app's keys."""
+KEYS_FRAME = 10
+"""Columns of the terminal that the keys box does not write in: its border, padding and scrollbar, and a
+margin either side."""
 Section = tuple[str, dict[str, tuple[list[str], str]]]
 """A section's title, and for each action in it the keys that do it and what it does."""
 
@@ -140,13 +144,20 @@ class KeysScreen(ModalScreen[None]):
         self.sections = keys_that_act(under)
 
     def compose(self) -> ComposeResult:
-        width = max((len(keys) for _, rows in self.sections for keys, _ in rows), default=0)
+        keys_width = max((len(keys) for _, rows in self.sections for keys, _ in rows), default=0)
+        # A long description wraps under itself, clear of the keys: the box's border, padding and scrollbar
+        # and a margin either side take KEYS_FRAME columns of the terminal.
+        what_width = max(20, self.app.size.width - KEYS_FRAME - keys_width - 1)
+        indent = " " * (keys_width + 1)
         text = Text()
         for index, (title, rows) in enumerate(self.sections):
             text.append("\n" if index else "")
-            text.append(" " * (width + 1)).append(title, style="underline").append("\n")
+            text.append(indent).append(title, style="underline").append("\n")
             for keys, what in rows:
-                text.append(keys.rjust(width), style="bold").append(f" {what}\n")
+                lines = textwrap.wrap(what, what_width) or [""]
+                text.append(keys.rjust(keys_width), style="bold").append(f" {lines[0]}\n")
+                for line in lines[1:]:
+                    text.append(f"{indent}{line}\n")
         text.rstrip()
         with VerticalScroll(classes="dialog keys") as box:
             box.border_title = "Keys · Escape closes"
