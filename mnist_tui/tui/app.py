@@ -12,12 +12,12 @@ from pathlib import Path
 from rich.text import Text
 from textual import on, work
 from textual.app import App, SystemCommand
-from textual.await_complete import AwaitComplete
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.widget import AwaitMount
 
 from mnist_tui.config import PRESETS, ConfigError, TrainConfig
-from mnist_tui.runs import LiveRun, RunDir, find_live_run, resolve_runs_dir
+from mnist_tui.runs import LiveRun, RunDir, find_live_run, iter_runs, resolve_runs_dir
 from mnist_tui.session import TrainingSession
 from mnist_tui.state import remember_settings
 from mnist_tui.tui.markup import escape
@@ -30,7 +30,7 @@ from mnist_tui.tui.messages import (
     ShowScreen,
     StartRun,
 )
-from mnist_tui.tui.screens.dialogs import quit_dialog
+from mnist_tui.tui.screens.dialogs import KeysScreen, quit_dialog
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.playground import PlaygroundScreen
 from mnist_tui.tui.screens.runs import RunsScreen
@@ -43,12 +43,24 @@ REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
 """How often the training panel drains events and redraws its bars; less often over SSH."""
 CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
+SCREEN_PURPOSES = {"settings": "Set up a run", "training": "The live training panel",
+                   "evaluation": "Evaluate checkpoints", "runs": "Browse, compare, resume, clone or delete runs",
+                   "playground": "Draw a digit and watch a checkpoint read it"}
+"""What each screen is for, as the command palette says it beside its name."""
+
+
+def parting_words(sentence: str, command: str) -> Text:
+    """What the dashboard prints as it exits: a sentence, then the command to type on a line of its own,
+    which copies whole where it fits the terminal's width."""
+    return Text(f"{sentence}\n  {command}")
 
 
 class MnistTuiApp(App[None]):
     """Settings, live training and evaluation; a thin layer that starts, follows and steers runs."""
 
     CSS_PATH = "app.tcss"
+    DEFAULT_MODE = "settings"
+    """Each screen is a mode (`SCREENS` names them); start-up composes this one only."""
     TITLE = "mnist-tui"
     BINDINGS = [
         # The screens' keys are on the tab line at the top, so the footer keeps its room for the screen's own.
@@ -69,11 +81,13 @@ class MnistTuiApp(App[None]):
         self.chart_seconds = chart_seconds
         self.session: TrainingSession | None = None
         self.attach_on_start = attach
+        self.built_screens: dict[str, Screen[None]] = {}
+        for name, _key, _label in SCREENS:
+            self.add_mode(name, partial(self.base_screen, name))
         if OVER_SSH:
             self.animation_level = "none"
 
     def on_mount(self) -> None:
-        self.push_screen(self.named_screen("settings"))
         if self.attach_on_start is not None:
             self.attach_run(self.attach_on_start)
         elif (live := self.training_run()) is not None:
@@ -85,10 +99,9 @@ class MnistTuiApp(App[None]):
         run trains at a time, and quitting asks about it."""
         return find_live_run(self.runs_dir)
 
-    def named_screen(self, name: str) -> Screen[None]:
-        """One of the screens, built and installed the first time it is needed, so that start-up
-        composes only the first."""
-        if not self.is_screen_installed(name):
+    def base_screen(self, name: str) -> Screen[None]:
+        """The screen of mode `name`, built the first time it is shown or a run is handed to it."""
+        if name not in self.built_screens:
             factories: dict[str, Callable[[], Screen[None]]] = {
                 "settings": lambda: SettingsScreen(self.data_dir, self.download),
                 "training": lambda: TrainingScreen(self.runs_dir, self.refresh_seconds, self.chart_seconds),
@@ -96,35 +109,37 @@ class MnistTuiApp(App[None]):
                 "runs": lambda: RunsScreen(self.runs_dir),
                 "playground": lambda: PlaygroundScreen(self.runs_dir, self.data_dir, self.download),
             }
-            self.install_screen(factories[name](), name=name)
-        return self.get_screen(name)
+            self.built_screens[name] = factories[name]()
+        return self.built_screens[name]
 
     @property
     def training_screen(self) -> TrainingScreen:
-        screen = self.named_screen("training")
+        screen = self.base_screen("training")
         assert isinstance(screen, TrainingScreen)
         return screen
 
     @property
     def evaluation_screen(self) -> EvaluationScreen:
-        screen = self.named_screen("evaluation")
+        screen = self.base_screen("evaluation")
         assert isinstance(screen, EvaluationScreen)
         return screen
 
-    def show_screen(self, name: str) -> AwaitComplete:
-        """Switch to a screen by name; await the result to know the switch is done."""
-        if self.screen is self.named_screen(name):
-            return AwaitComplete.nothing()
-        return self.switch_screen(name)
+    def show_screen(self, name: str) -> AwaitMount:
+        """Switch to a screen by name; await the result to know it is mounted."""
+        return self.switch_mode(name)
 
     async def action_show(self, name: str) -> None:
         await self.show_screen(name)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A screen's own key does nothing on it, so `?` does not list it."""
+        return not (action == "show" and parameters == (self.current_mode,))
+
     def action_toggle_keys(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
+        if isinstance(self.screen, KeysScreen):
+            self.screen.dismiss()
         else:
-            self.action_show_help_panel()
+            self.push_screen(KeysScreen(self.screen))
 
     def refuse_while_training(self) -> bool:
         """Say so and return True if a run is training (or paused): a second trainer would halve both."""
@@ -202,7 +217,7 @@ class MnistTuiApp(App[None]):
         self.evaluation_screen.evaluate(path)
 
     def settings_from(self, config: TrainConfig) -> None:
-        screen = self.named_screen("settings")
+        screen = self.base_screen("settings")
         assert isinstance(screen, SettingsScreen)
         screen.load_values(config)
         self.show_screen("settings")
@@ -246,11 +261,11 @@ class MnistTuiApp(App[None]):
         def answered(answer: str | None) -> None:
             if answer == "stop":
                 live.run.send("stop")
-                self.exit(message=Text(f"Asked run {live.run.run_id} to stop; it saves last.pt as it does. "
-                                       f"Resume it with: {self.command_for('train --resume', live.run)}"))
+                self.exit(message=parting_words(f"Asked run {live.run.run_id} to stop; it saves last.pt as it does. "
+                                                "Resume it with:", self.command_for("train --resume", live.run)))
             elif answer == "leave":
-                self.exit(message=Text(f"Run {live.run.run_id} is still {live.activity} in the background. "
-                                       f"Follow it with: {self.command_for('attach', live.run)}"))
+                self.exit(message=parting_words(f"Run {live.run.run_id} is still {live.activity} in the background. "
+                                                "Follow it with:", self.command_for("attach", live.run)))
 
         self.push_screen(quit_dialog(f"Run {escape(live.run.run_id)} is still {escape(live.activity)}. Quit and…",
                                      paused=live.activity == "paused"), answered)
@@ -266,24 +281,35 @@ class MnistTuiApp(App[None]):
         self.training_screen.action_stop()
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        yield SystemCommand("Settings", "Set up a run (F2)", lambda: self.show_screen("settings"))
-        yield SystemCommand("Training", "The live training panel (F3)", lambda: self.show_screen("training"))
-        yield SystemCommand("Evaluation", "Evaluate checkpoints (F4)", lambda: self.show_screen("evaluation"))
-        yield SystemCommand("Runs", "Browse, compare, resume, clone or delete runs (F6)",
-                            lambda: self.show_screen("runs"))
-        yield SystemCommand("Playground", "Draw a digit and watch a checkpoint read it (F7)",
-                            lambda: self.show_screen("playground"))
-        yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",
-                            lambda: self.named_screen("settings").run_action("start"))
-        yield SystemCommand("Pause or resume the run", "p on Training",
-                            lambda: self.training_screen.run_action("toggle_pause"))
-        yield SystemCommand("Stop the run", "s on Training, twice; saves a checkpoint", self._ask_to_stop)
-        for label, action, help_text in (("Resume the run", "resume", "u on Runs: continue the run under the cursor"),
-                                         ("Clone the run's settings", "clone", "c on Runs: into Settings"),
-                                         ("Delete the run", "delete", "d on Runs: asks first"),
-                                         ("Mark the run to compare", "mark", "space on Runs: overlay its curves")):
-            yield SystemCommand(label, help_text, partial(self._runs_action, action))
+        """Textual's commands and the app's, each offered only where it can act now: pausing, resuming or
+        stopping while the training panel's run is live (as its footer offers them), acting on a run
+        once there are runs."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":  # Textual's side panel: ours lists the keys that act now, over the screen
+                yield command
+        yield SystemCommand("Keys", "The keys that act now on this screen (?)", self.action_toggle_keys)
+        for name, key, label in SCREENS:
+            if name != self.current_mode:
+                yield SystemCommand(label, f"{SCREEN_PURPOSES[name]} ({key})", partial(self.show_screen, name))
+        training = self.built_screens.get("training")
+        if not (isinstance(training, TrainingScreen) and training.active):
+            yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",
+                                lambda: self.base_screen("settings").run_action("start"))
+        else:
+            for title, parameter in (("Pause the run", "pause"), ("Resume the paused run", "resume")):
+                if training.check_action("toggle_pause", (parameter,)):
+                    yield SystemCommand(title, "p on Training",
+                                        partial(training.run_action, f"toggle_pause({parameter!r})"))
+            if training.check_action("stop", ()):
+                yield SystemCommand("Stop the run", "s on Training, twice; saves a checkpoint", self._ask_to_stop)
+        if next(iter_runs(self.runs_dir), None) is not None:
+            for label, action, help_text in (
+                    ("Resume a stopped run", "resume", "u on Runs: continue the run under the cursor"),
+                    ("Clone the run's settings", "clone", "c on Runs: into Settings"),
+                    ("Delete the run", "delete", "d on Runs: asks first"),
+                    ("Mark the run to compare", "mark", "space on Runs: overlay its curves"),
+                    ("Compare runs", "compare", "v on Runs: overlay the marked runs' curves")):
+                yield SystemCommand(label, help_text, partial(self._runs_action, action))
         for preset in PRESETS.values():
             yield SystemCommand(f"Preset: {preset.name}", preset.summary, partial(self._load_preset, preset.name))
 
@@ -291,11 +317,11 @@ class MnistTuiApp(App[None]):
         """A Runs screen action from the palette, on the run under that screen's cursor once it has listed
         the runs (opening it starts a fresh reading)."""
         await self.show_screen("runs")
-        screen = self.named_screen("runs")
+        screen = self.base_screen("runs")
         assert isinstance(screen, RunsScreen)
         await screen.loaded()
         await screen.run_action(action)
 
     async def _load_preset(self, name: str) -> None:
         await self.show_screen("settings")
-        await self.named_screen("settings").run_action(f"preset({name!r})")
+        await self.base_screen("settings").run_action(f"preset({name!r})")

@@ -3,14 +3,10 @@ dashboard reattaches to it, steers it, and shows every epoch when it is done."""
 
 from __future__ import annotations
 
-import shlex
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
-from test_e2e_terminal import Terminal, pytestmark  # noqa: F401 - same skip when tmux is missing
+from test_e2e_terminal import Terminal, open_dashboard, own_tmux_server, pytestmark, tmux  # noqa: F401 - same skip
 
 from mnist_tui.config import TrainConfig, save_config
 from mnist_tui.runs import RunDir
@@ -18,21 +14,12 @@ from mnist_tui.runs import RunDir
 EPOCHS = 25
 
 
-def open_dashboard(name: str, cwd: Path, data_root: Path, runs_dir: Path) -> Terminal:
-    command = shlex.join([sys.executable, "-m", "mnist_tui", "--data-dir", str(data_root), "--runs-dir",
-                          str(runs_dir), "--no-download"])
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "80", "-y", "24", "-c", str(cwd), command],
-                   check=True)
-    return Terminal(name)
-
-
 def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reattaches(
         synthetic_root: Path, runs_dir: Path, tmp_path: Path) -> None:
     # Batches of one make the tiny synthetic run last long enough to close the terminal under it.
     save_config(TrainConfig(batch_size=1, epochs=EPOCHS, device="cpu", num_threads=1), tmp_path / "mnist-tui.toml")
-    first = open_dashboard(f"mnist-tui-hup-{uuid.uuid4().hex[:8]}", tmp_path, synthetic_root, runs_dir)
-    second = Terminal(f"mnist-tui-back-{uuid.uuid4().hex[:8]}")
-    third = Terminal(f"mnist-tui-later-{uuid.uuid4().hex[:8]}")
+    first = open_dashboard(tmp_path, synthetic_root, runs_dir)
+    later: list[Terminal] = []
     try:
         first.wait_for(lambda s: "Device: auto →" in s, "the settings pane, idle", seconds=60)
         first.keys("C-o")  # load ./mnist-tui.toml, the file named in the side panel
@@ -41,11 +28,12 @@ def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reatta
         first.wait_for(lambda s: "running" in s and "epoch" in s, "training to start")
         run = RunDir(next(runs_dir.iterdir()))
 
-        subprocess.run(["tmux", "kill-session", "-t", first.name], check=True)  # the terminal goes: SIGHUP
+        tmux("kill-session", "-t", first.name)  # the terminal goes: SIGHUP
         time.sleep(1.0)
         assert run.status() in ("running", "paused"), "the trainer outlives the dashboard's terminal"
 
-        open_dashboard(second.name, tmp_path, synthetic_root, runs_dir)
+        second = open_dashboard(tmp_path, synthetic_root, runs_dir)
+        later.append(second)
         second.wait_for(lambda s: "Reattached" in s or run.run_id in s, "the new dashboard to reattach")
         second.wait_for(lambda s: "running" in s, "the live run on the training panel")
         second.keys("p")
@@ -59,14 +47,16 @@ def test_closing_the_terminal_leaves_the_run_training_and_a_new_dashboard_reatta
 
         # Later, a fresh dashboard lists the finished run and replays all of it.
         second.keys("C-q")
-        open_dashboard(third.name, tmp_path, synthetic_root, runs_dir)
+        third = open_dashboard(tmp_path, synthetic_root, runs_dir)
+        later.append(third)
         third.wait_for(lambda s: "Device: auto →" in s, "the settings pane, idle", seconds=60)
         third.keys("F6")
-        third.wait_for(lambda s: run.run_id in s and "completed" in s and f"{EPOCHS}/{EPOCHS}" in s,
+        listed_as = run.run_id.split("-", 2)[-1]  # at 80 columns the table leaves out the date: a column has it
+        third.wait_for(lambda s: listed_as in s and "completed" in s and f"{EPOCHS}/{EPOCHS}" in s,
                        "the finished run in the runs browser")
         third.keys("Enter")
         third.wait_for(lambda s: "completed" in s and f"{EPOCHS}/{EPOCHS}" in s and "best" in s,
                        "the finished run's history on the training panel")
     finally:
-        for terminal in (first, second, third):
-            subprocess.run(["tmux", "kill-session", "-t", terminal.name], capture_output=True)
+        for terminal in (first, *later):
+            terminal.close()

@@ -24,6 +24,7 @@ from mnist_tui.runs import RunDir, create_run
 from mnist_tui.runview import RunView, Trail, fold
 from mnist_tui.session import TrainingSession
 from mnist_tui.tui.app import MnistTuiApp
+from mnist_tui.tui.screens.dialogs import ChoiceDialog, KeysScreen
 from mnist_tui.tui.screens.evaluation import EvaluationScreen
 from mnist_tui.tui.screens.runs import RunsScreen
 from mnist_tui.tui.screens.settings import SettingsScreen
@@ -49,14 +50,16 @@ async def test_function_keys_switch_screens_and_question_mark_shows_keys(tmp_pat
         assert isinstance(app.screen, EvaluationScreen)
         await pilot.press("f2")
         assert isinstance(app.screen, SettingsScreen)
+        settings = app.screen
         await pilot.press("question_mark")
-        assert app.screen.query("HelpPanel")
+        assert isinstance(app.screen, KeysScreen)
         await pilot.press("question_mark")
-        assert not app.screen.query("HelpPanel")
+        assert app.screen is settings
         app.screen.query_one("#input-lr", Input).focus()  # where `?` is text, F1 still shows the keys
         await pilot.press("f1")
-        assert app.screen.query("HelpPanel")
-        await pilot.press("f1")
+        assert isinstance(app.screen, KeysScreen)
+        await pilot.press("escape")
+        assert app.screen is settings
 
         # The tab line: the current screen lit, and a click on another goes there.
         lit = [str(tab.render()) for tab in app.screen.query(ScreenTab) if tab.has_class("-current")]
@@ -65,6 +68,36 @@ async def test_function_keys_switch_screens_and_question_mark_shows_keys(tmp_pat
         await pilot.pause()
         assert isinstance(app.screen, RunsScreen)
         assert [tab.screen_name for tab in app.screen.query(ScreenTab) if tab.has_class("-current")] == ["runs"]
+
+
+async def test_each_screen_is_a_mode_built_when_first_shown_and_the_quit_dialog_comes_over_any(
+        tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.current_mode == "settings" and set(app.built_screens) == {"settings"}  # start-up builds one
+        await pilot.press("f6")
+        assert app.current_mode == "runs" and set(app.built_screens) == {"settings", "runs"}
+        runs = app.screen
+        await pilot.press("f6")  # its own key: nothing to do, so `?` does not list it
+        assert app.screen is runs
+        assert not app.check_action("show", ("runs",)) and app.check_action("show", ("training",))
+        await pilot.press("f2", "f6")
+        assert app.screen is runs, "a screen shown again is the same screen, as it was left"
+
+        training = create_run(tmp_path / "runs", small_config())
+        training.set_status("running")  # alive: this process stands in for its trainer
+        for opened in ((), ("question_mark",)):  # over the runs screen, and over the keys listed on it
+            await pilot.press(*opened)
+            under = app.screen
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+            assert isinstance(app.screen, ChoiceDialog) and app.screen_stack[-2] is under
+            await pilot.press("f3")  # a dialog holds the keys until it is answered
+            assert isinstance(app.screen, ChoiceDialog) and app.current_mode == "runs"
+            await pilot.press("escape")
+            assert app.screen is under and app.is_running
+            await pilot.press(*("escape",) * len(opened))
+        assert app.screen is runs
 
 
 async def test_invalid_value_is_marked_at_its_field_and_start_is_refused(tmp_path: Path) -> None:
@@ -704,8 +737,8 @@ async def test_leaving_a_run_says_how_to_follow_it_again(tmp_path: Path, monkeyp
         await pilot.pause()
         assert not app.is_running
         said = " ".join(str(message) for message in app._exit_renderables)
-        assert said == (f"Run {training.run_id} is still training in the background. Follow it with: "
-                        f"mnist-tui attach {training.run_id}")
+        assert said == (f"Run {training.run_id} is still training in the background. Follow it with:\n"
+                        f"  mnist-tui attach {training.run_id}")
 
 
 async def test_runs_screen_follows_a_training_run_to_its_end(tmp_path: Path) -> None:
@@ -1058,13 +1091,80 @@ async def test_the_palette_offers_the_runs_actions(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data", runs)
     async with app.run_test(size=SIZE) as pilot:
         titles = [command.title for command in app.get_system_commands(app.screen)]
-        assert {"Resume the run", "Clone the run's settings", "Delete the run", "Mark the run to compare"} <= set(
-            titles)
+        assert {"Resume a stopped run", "Clone the run's settings", "Delete the run", "Mark the run to compare",
+                "Compare runs"} <= set(titles)
         command = next(c for c in app.get_system_commands(app.screen) if c.title == "Clone the run's settings")
         await command.callback()  # at once: the Runs screen has not listed the runs yet
         await pilot.pause(0.5)
         assert isinstance(app.screen, SettingsScreen)  # clone fills Settings with the run's settings
         assert app.screen.current_config() == small_config()
+
+
+async def test_the_palette_offers_only_what_can_act_now(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+
+    def titles() -> set[str]:
+        return {command.title for command in app.get_system_commands(app.screen)}
+
+    async with app.run_test(size=SIZE) as pilot:
+        run_actions = {"Resume a stopped run", "Clone the run's settings", "Delete the run", "Compare runs"}
+        steering = {"Pause the run", "Resume the paused run", "Stop the run"}
+        assert "Start training" in titles() and not titles() & (run_actions | steering)  # no runs, none live
+
+        await pilot.press("f3")
+        screen, session, events = app.training_screen, RecordingSession(), run_events()
+        screen.session = session  # type: ignore[assignment]
+        screen.receive(events[0])
+        await wait_for(pilot, lambda: screen.state == "running")
+        assert titles() & steering == {"Pause the run", "Stop the run"} and "Start training" not in titles()
+        screen.receive(RunPaused(1, 5))
+        await wait_for(pilot, lambda: screen.state == "paused")
+        assert titles() & steering == {"Resume the paused run", "Stop the run"}
+        await next(c for c in app.get_system_commands(app.screen) if c.title == "Resume the paused run").callback()
+        assert session.commands == ["resume"]
+        screen.receive(events[-1])
+        await wait_for(pilot, lambda: screen.state == "completed")
+        assert not titles() & steering and "Start training" in titles()
+
+        create_run(tmp_path / "runs", small_config()).set_status("stopped", pid=dead_pid())
+        assert run_actions <= titles()
+        # The palette's own entry for the keys is the app's list over the screen, not Textual's side panel.
+        await pilot.press("ctrl+p", *"Keys")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, KeysScreen)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_keys_list_puts_the_screens_keys_first_and_only_those_that_act(
+        tmp_path: Path, size: tuple[int, int]) -> None:
+    app = make_app(tmp_path / "data", tmp_path / "runs")
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("f3")
+        screen, session, events = app.training_screen, RecordingSession(), run_events()
+        screen.session = session  # type: ignore[assignment]
+        screen.receive(events[0])
+        await wait_for(pilot, lambda: screen.state == "running")
+        await pilot.press("question_mark")
+        keys = app.screen
+        assert isinstance(keys, KeysScreen)
+        titles = [title for title, _ in keys.sections]
+        assert titles[:2] == ["This screen", "Everywhere"] and titles[-1] == "Moving around"
+        own = dict(keys.sections[0][1])
+        assert own["p"].startswith("Pause") and own["s"].startswith("Stop")
+        assert dict(keys.sections[1][1])["F6"] == "Runs"
+        # Drawn over the panel, whole: the panel under it keeps its width.
+        box = keys.query_one(".keys")
+        assert box.region.width < size[0] and screen.query_one("#run-log").region.width == size[0]
+        await pilot.press("escape")
+
+        screen.receive(events[-1])  # a finished run: nothing to pause or stop
+        await wait_for(pilot, lambda: screen.state == "completed")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, KeysScreen)
+        own = dict(app.screen.sections[0][1])
+        assert "p" not in own and "s" not in own and "e" in own
 
 
 async def test_the_field_being_edited_is_marked_as_a_whole(tmp_path: Path) -> None:
