@@ -129,7 +129,8 @@ def identify_device(device: torch.device) -> DeviceIdentity:
                               uuid if not uuid or uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
     if device.type == "mps":
         return DeviceIdentity("Apple GPU (MPS)")
-    return DeviceIdentity(f"CPU ({torch.get_num_threads()} threads)")
+    threads = torch.get_num_threads()
+    return DeviceIdentity(f"CPU ({threads} thread{'s' if threads != 1 else ''})")
 
 
 def describe_device(device: torch.device) -> str:
