@@ -175,15 +175,26 @@ class MnistTuiApp(App[None]):
         self.show_screen("training")
 
     def resume_run(self, run: RunDir) -> None:
-        """Continue a stopped, failed or crashed run from its last.pt and follow it."""
+        """Continue a stopped, failed or crashed run from its last.pt and follow it, once its last.pt is
+        found fit to go on from (read off the UI thread: it imports torch and loads the file)."""
         if self.refuse_while_training():
             return
+        self._check_resumable(run)
+
+    @work(thread=True, exclusive=True, group="resume")
+    def _check_resumable(self, run: RunDir) -> None:
         from mnist_tui.checkpoints import CheckpointError, load_checkpoint, resume_state
 
         try:  # refused here in words, rather than by a trainer that dies of it
-            resume_state(load_checkpoint(run.path / "last.pt"))
-        except CheckpointError as error:
-            self.notify(escape(error), title=f"Cannot resume {escape(run.run_id)}", severity="error")
+            resume_state(load_checkpoint(run.path / "last.pt")).check_settings(run.config())
+        except (CheckpointError, ConfigError, OSError) as error:
+            self.call_from_thread(self.notify, escape(error), title=f"Cannot resume {escape(run.run_id)}",
+                                  severity="error")
+            return
+        self.call_from_thread(self._continue_run, run)
+
+    def _continue_run(self, run: RunDir) -> None:
+        if self.refuse_while_training():  # another run may have started while last.pt was read
             return
         try:
             session = TrainingSession.continue_run(run, self.data_dir, self.download)

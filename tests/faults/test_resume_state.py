@@ -12,6 +12,7 @@ import torch
 from conftest import Trained, small_config
 from damage import finished_run
 from textual.content import Content
+from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from mnist_tui.__main__ import main
@@ -69,23 +70,47 @@ def test_train_resume_refuses_a_last_pt_it_cannot_go_on_from(kind: str, tmp_path
     assert run.status() == "stopped", "a refused resume leaves the run as it was"
 
 
-@pytest.mark.parametrize("kind", ["weights only", "step of the wrong type"])
+async def press_resume(pilot: Pilot[None]) -> None:
+    """Resume (u) on the Runs screen's one run, once it is listed."""
+    await pilot.press("f6")
+    table = pilot.app.screen.query_one(DataTable)
+    for _ in range(100):
+        if table.row_count == 1:
+            break
+        await pilot.pause(0.05)
+    await pilot.press("u")
+
+
+@pytest.mark.parametrize("kind", ["weights only", "step of the wrong type", "another run's, with another optimizer"])
 async def test_resume_on_the_runs_screen_says_why_not(kind: str, tmp_path: Path, trained: Trained) -> None:
     run = finished_run(tmp_path / "runs", "stopped")
     damage, said = LAST_PTS[kind]
     damage(trained.last, run.path / "last.pt")
     app = MnistTuiApp(data_dir=tmp_path / "data", runs_dir=tmp_path / "runs", download=False)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("f6")
-        table = app.screen.query_one(DataTable)
-        for _ in range(100):
-            if table.row_count == 1:
+        await press_resume(pilot)
+        for _ in range(200):  # last.pt is read off the UI thread
+            toasts = [(n.title, Content.from_markup(n.message).plain) for n in app._notifications]
+            if any(title.startswith("Cannot resume") for title, _ in toasts):
                 break
             await pilot.pause(0.05)
-        await pilot.press("u")
-        await pilot.pause(0.5)
-        toasts = [(n.title, Content.from_markup(n.message).plain) for n in app._notifications]
         assert any(title == f"Cannot resume {run.run_id}" and said in message
                    for title, message in toasts), toasts
         assert app.session is None  # no trainer was started
         assert app.is_running
+
+
+async def test_resume_on_the_runs_screen_follows_a_run_whose_last_pt_is_fit(tmp_path: Path, trained: Trained) -> None:
+    run = finished_run(tmp_path / "runs", "stopped")
+    edited(trained.last, run.path / "last.pt", config=run.config().to_dict())
+    app = MnistTuiApp(data_dir=tmp_path / "data", runs_dir=tmp_path / "runs", download=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await press_resume(pilot)
+        for _ in range(200):  # last.pt is read off the UI thread, then a trainer is started
+            if app.session is not None:
+                break
+            await pilot.pause(0.05)
+        assert app.session is not None and app.session.run.path == run.path
+        await pilot.pause()
+        assert app.screen is app.training_screen
+        assert not any(n.title.startswith("Cannot resume") for n in app._notifications)
