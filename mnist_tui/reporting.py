@@ -63,7 +63,10 @@ def styled_status(status: str) -> str:
 
 def format_confidence(probability: float) -> str:
     """How sure a model was of a prediction, `99.9%`, the same in `eval` and on the dashboard. Rounded
-    down, so that a mistake never reads 100% unless the model left no doubt at all."""
+    down, so that a mistake never reads 100% unless the model left no doubt at all; `-` from weights
+    gone NaN, which say nothing."""
+    if not math.isfinite(probability):
+        return "-"
     return f"{math.floor(probability * 1000 + 1e-9) / 10:.1f}%"  # the 1e-9: 0.995 * 1000 is 994.999...
 
 

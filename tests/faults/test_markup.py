@@ -90,7 +90,7 @@ async def test_runs_and_errors_named_as_markup_are_drawn_as_they_are(tmp_path: P
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count == 2)
         assert {cell(table, row, 0) for row in range(2)} == {run.run_id, odd.run_id}
-        assert "[/oops]" in {cell(table, row, 1) for row in range(2)}
+        assert "[/oops]" in {cell(table, row, 2) for row in range(2)}  # the status column
         detail = app.screen.query_one("#runs-detail", Static)
         table.move_cursor(row=[cell(table, r, 0) for r in range(2)].index(run.run_id))
         await wait_for(pilot, lambda: ERROR in drawn(detail) and str(run.path) in drawn(detail))

@@ -52,7 +52,7 @@ def test_a_run_records_and_uses_the_threads_it_chose(tmp_path: Path, monkeypatch
     torch.set_num_threads(2)
     started, *_ = train(small_config(epochs=1, num_threads=0), run_dir, data)
     assert isinstance(started, RunStarted) and started.threads == 1 and torch.get_num_threads() == 1
-    assert started.device_name == "CPU (1 threads)"
+    assert started.device_name == "CPU (1 thread)"
 
 
 def test_a_log_from_before_threads_were_recorded_still_parses() -> None:
@@ -73,7 +73,8 @@ def test_the_start_line_says_how_many_threads_and_why(requested: int, said: str)
     reporter.show(RunStarted("r", "runs/r", config.to_dict(), "cpu", "CPU", 1, 512, 128, "test", 16,
                              threads=requested or 1))
     reporter.close()
-    assert out.getvalue().splitlines()[0].endswith(f"(128); {said}")
+    head, started = out.getvalue().splitlines()[:2]
+    assert head.endswith(f"on mnist, cpu CPU; {said}") and started.endswith("512 train / 128 test")
 
 
 def test_busy_cores_are_measured_now_on_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,13 +142,15 @@ async def test_a_resumed_trainer_that_dies_is_reported_even_after_an_earlier_end
 
 
 async def test_a_watching_session_follows_a_run_resumed_elsewhere(synthetic_root: Path, runs_dir: Path) -> None:
-    session = TrainingSession.start(small_config(epochs=3, batch_size=2), runs_dir, synthetic_root, download=False)
+    # Epochs of a tenth of a second: enough of them that the stop, sent on the first report read back from
+    # the log, lands before the run would have completed.
+    session = TrainingSession.start(small_config(epochs=10, batch_size=2), runs_dir, synthetic_root, download=False)
 
-    def stop_in_epoch_two(event: Event, session: TrainingSession) -> None:
-        if isinstance(event, BatchProgress) and event.epoch == 2:
+    def stop_early(event: Event, session: TrainingSession) -> None:
+        if isinstance(event, BatchProgress):
             session.stop()
 
-    last = (await collect(session, stop_in_epoch_two))[-1]
+    last = (await collect(session, stop_early))[-1]
     assert isinstance(last, RunFinished) and last.status == "stopped"
     watcher = TrainingSession.attach(session.run)
     ends: list[Event] = []
