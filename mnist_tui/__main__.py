@@ -251,7 +251,7 @@ def take_run(run: RunDir, held: ExitStack) -> int:
 
 def train_run(args: argparse.Namespace, held: ExitStack) -> int:
     from mnist_tui.batches import DeviceError, resolve_device
-    from mnist_tui.checkpoints import CheckpointError, ResumeState, load_checkpoint, resume_state
+    from mnist_tui.checkpoints import CheckpointError, ResumeState, load_resume_state
     from mnist_tui.control import FileControl
     from mnist_tui.data import DatasetError, download_allowed, require_dataset, resolve_data_dir
     from mnist_tui.engine import train
@@ -277,10 +277,9 @@ def train_run(args: argparse.Namespace, held: ExitStack) -> int:
         if not os.path.lexists(run.path / "last.pt"):  # a link that leads nowhere is refused below, saying so
             raise UsageError(f"run {run.run_id} ended before it saved a checkpoint (last.pt comes at each epoch's "
                              "end and on a stop), so there is nothing to resume; start a new run instead")
+        config = run_config(run)
         try:
-            resume = resume_state(load_checkpoint(run.path / "last.pt"))
-            config = run_config(run)
-            resume.check_settings(config)  # not another run's last.pt
+            resume = load_resume_state(run.path / "last.pt", config)
         except CheckpointError as error:
             raise UsageError(f"cannot resume {run.run_id}: {error}") from None
         if not args.data_dir:  # the data it trained on, if that is still where it was

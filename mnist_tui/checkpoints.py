@@ -267,6 +267,18 @@ HISTORY_FIGURES = ("val_accuracy", "epoch_seconds")
 """The figures of each history record that a resumed run reads, besides its epoch."""
 
 
+def load_resume_state(path: Path, config: TrainConfig) -> ResumeState:
+    """The state to continue a run from, read from its last.pt at `path` and found to be that run's: trained
+    with `config`'s model, optimizer and schedule. What `train --resume` and the dashboard's Resume check.
+
+    Raises:
+        CheckpointError: the file is missing, damaged or foreign, or holds another run's state, in one line.
+    """
+    state = resume_state(load_checkpoint(path))
+    state.check_settings(config)
+    return state
+
+
 def resume_state(checkpoint: Checkpoint) -> ResumeState:
     """What `checkpoint` holds to continue its run, checked part by part. A run's last.pt replaced by bare
     weights (the tutorial's state_dict, say) evaluates, but holds no optimizer state to go on from.
@@ -306,6 +318,8 @@ def resume_state(checkpoint: Checkpoint) -> ResumeState:
             rng_state=_rng_state(raw.get("rng_state")),
             cuda_rng_state=cuda_rng_state,
         )
+        if state.step and state.rng_state is None:  # the shuffle of the epoch it stopped in is gone
+            raise ValueError(f"step is {state.step} of an epoch, without the rng_state that epoch was shuffled by")
     except (TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: damaged mnist-tui checkpoint ({first_line(error)})") from None
     return state

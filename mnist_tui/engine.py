@@ -399,7 +399,10 @@ def restore(training: Training, resume: ResumeState) -> Position:
 def fits(saved: object, fresh: object) -> bool:
     """Whether a saved optimizer or schedule state holds what a fresh one of the same kind does, so that
     loading it cannot break a later step: a number for a number, a tensor of the same shape, as many items
-    in a list. Keys only one of them has are left to torch, which fills in those older versions lacked."""
+    in a list. Keys only one of them has are left to torch, which fills in those older versions lacked; a
+    flag saved as None (`fused` where the device had no fused kernels, an MPS run's) lets torch pick."""
+    if saved is None and not isinstance(fresh, torch.Tensor | Mapping | list | tuple):
+        return True
     if isinstance(fresh, Mapping):
         return isinstance(saved, Mapping) and all(fits(saved[key], fresh[key]) for key in fresh.keys() & saved.keys())
     if isinstance(fresh, list | tuple):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import json
+import math
 import os
 import secrets
 import shutil
@@ -372,7 +373,14 @@ class RunSummary:
                 "dataset": self.dataset, "epochs_done": self.epochs_done, "epochs": self.epochs,
                 "best_val_accuracy": self.best_val_accuracy, "duration": self.duration, "message": self.message,
                 "val_accuracies": self.val_accuracies, "skipped_lines": self.skipped_lines, "started": self.started,
-                "train_losses": self.train_losses, "val_losses": self.val_losses}
+                "train_losses": [_json_number(v) for v in self.train_losses],
+                "val_losses": [_json_number(v) for v in self.val_losses]}
+
+
+def _json_number(value: float) -> float | None:
+    """A loss as JSON can hold it: a diverged run's NaN or infinity is null, where `json.dumps` would write
+    `NaN`, which no JSON reader takes."""
+    return value if math.isfinite(value) else None
 
 
 def skipped_note(count: int) -> str:

@@ -100,8 +100,12 @@ def cut_after(trail: Trail[Point], x: float) -> Trail[Point]:
 
 # Figures: each number rounded one way, whoever shows it ------------------------------------------------
 
+MAX_DURATION = 10 * 365 * 86400.0
+"""Seconds past which a duration read from a log is damage, not a run: shown as `-`."""
+
+
 def format_duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or not 0 <= seconds <= MAX_DURATION:  # also NaN
         return "-"
     return str(dt.timedelta(seconds=round(seconds)))
 
@@ -375,15 +379,20 @@ def fold(view: RunView, event: Event) -> RunView:
 
 def _started(view: RunView, event: RunStarted) -> RunView:
     loss_points, accuracy_points, epoch_ends = view.loss_points, view.accuracy_points, view.epoch_ends
-    if view.ended not in ("", "stopped"):
-        # A trainer that crashed or failed got further than its last checkpoint: the resumed one redoes that
-        # part. (One that stopped saved where it was; and logs from before `start_step` lack it.)
+    best, finished_seconds = view.best, view.finished_seconds
+    if view.ended != "stopped":
+        # A trainer that crashed, failed or was killed without a word got further than its last checkpoint:
+        # the resumed one redoes that part. (One that stopped saved where it was; and logs from before
+        # `start_step` lack it.) A first start has nothing to cut.
         resumed_at = event.start_epoch + event.start_step / event.steps_per_epoch
         loss_points, accuracy_points = cut_after(loss_points, resumed_at), cut_after(accuracy_points, resumed_at)
         kept = len(epoch_ends)
         while kept and epoch_ends[kept - 1].epoch > event.start_epoch:
             kept -= 1
-        epoch_ends = epoch_ends.cut(kept)
+        if kept < len(epoch_ends):  # the epochs redone take their best and their time with them
+            epoch_ends = epoch_ends.cut(kept)
+            best = next((end for end in reversed(list(epoch_ends)) if end.is_best), None)
+            finished_seconds = sum(end.epoch_seconds for end in epoch_ends)
     epoch, step = ((event.start_epoch + 1, event.start_step) if event.start_step
                    else (event.start_epoch, event.steps_per_epoch if event.start_epoch else 0))
     log = view.log.append(LogLine("started", started_line(event)))
@@ -391,4 +400,5 @@ def _started(view: RunView, event: RunStarted) -> RunView:
         log = log.append(LogLine("note", f"note: {event.note}", "warning"))
     return dataclasses.replace(view, state="running", ended="", run_id=event.run_id, started=event,
                                epoch=epoch, step=step, failure="", loss_points=loss_points,
-                               accuracy_points=accuracy_points, epoch_ends=epoch_ends, log=log)
+                               accuracy_points=accuracy_points, epoch_ends=epoch_ends, best=best,
+                               finished_seconds=finished_seconds, log=log)

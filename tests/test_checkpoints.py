@@ -418,6 +418,7 @@ DELETE = object()
     ({"device": 0}, "device is int, not a string"),
     ({"device": "quantum:0"}, "quantum"),
     ({"rng_state": [1, 2]}, "rng_state is list, not a tensor"),
+    ({"rng_state": DELETE, "step": 3}, "step is 3 of an epoch, without the rng_state that epoch was shuffled by"),
     ({"rng_state": torch.zeros(3)}, "ByteTensor"),
     ({"rng_state": torch.zeros(10, dtype=torch.uint8)}, "size"),
     ({"cuda_rng_state": [torch.zeros(3)]}, "cuda_rng_state is not a GPU generator's state"),

@@ -535,3 +535,11 @@ def test_schedule_state_that_does_not_fit_is_refused(synthetic_root: Path, tmp_p
         said = refused_resume(config, resume_of(tmp_path / "run", scheduler_state=state), synthetic_root,
                               tmp_path / "run")
         assert "its schedule's state does not fit this run's cosine schedule" in said
+
+
+def test_a_flag_saved_as_none_fits_what_torch_picks_here() -> None:
+    """An MPS run's Adam saves `fused: None`; on a CPU or a GPU a fresh one says True or False."""
+    saved = {"state": {}, "param_groups": [{"lr": 0.001, "fused": None, "params": [0]}]}
+    fresh = {"state": {}, "param_groups": [{"lr": 0.001, "fused": True, "params": [0]}]}
+    assert engine.fits(saved, fresh)
+    assert not engine.fits({"state": {0: {"exp_avg": None}}}, {"state": {0: {"exp_avg": torch.zeros(2)}}})

@@ -259,6 +259,9 @@ def test_list_runs(runs_dir: Path) -> None:
     assert (crashed.status, crashed.epochs_done, crashed.best_val_accuracy) == ("crashed", 1, 0.7)
     assert crashed.duration is not None and crashed.duration > 0
     assert json.loads(json.dumps([s.to_json() for s in summaries]))[2]["run_id"] == crashed.run_id
+    diverged = replace(failed, train_losses=[0.5, float("nan")], val_losses=[float("inf"), 0.25])
+    assert json.loads(json.dumps(diverged.to_json(), allow_nan=False))["train_losses"] == [0.5, None]
+    assert diverged.to_json()["val_losses"] == [None, 0.25]  # `runs --json` stays JSON that any reader takes
 
 
 def test_a_resumed_runs_duration_is_its_training_time_over_all_sessions(runs_dir: Path) -> None:

@@ -35,6 +35,7 @@ from mnist_tui.runview import (
     asked,
     fold,
     following,
+    format_duration,
     heard_live,
 )
 
@@ -164,6 +165,29 @@ def test_a_run_resumed_after_a_crash_redraws_what_it_redid_once() -> None:
     # A run resumed mid-epoch starts its bars where it stopped.
     resumed = fold(view, started_event(start_epoch=1, start_step=5))
     assert (resumed.epoch, resumed.step, resumed.done_steps) == (2, 5, 15)
+
+
+def test_a_run_killed_without_a_word_and_resumed_redraws_what_it_redid_once() -> None:
+    """kill -9 or the OOM killer leave no ending in the log: the resumed start alone says where it went on."""
+    events = run_events(steps=10)
+    # Killed after epoch 2 ended but before its checkpoint: epoch 2 is trained again from last.pt's epoch 1.
+    killed = events[:25]
+    assert isinstance(killed[-1], EpochEnded) and killed[-1].epoch == 2
+    view = folded([*killed, started_event(start_epoch=1), *events[14:]])
+    xs = [x for x, _ in view.loss_points]
+    assert xs == sorted(xs) and len(xs) == 20
+    assert [e.epoch for e in view.epoch_ends] == [1, 2]
+    assert view.finished_seconds == 2 * 1.2  # the epoch redone is counted once
+    # The best of the epochs thrown away goes with them, until the redone epoch says otherwise.
+    cut_short = folded([*killed, started_event(start_epoch=1)])
+    assert cut_short.best is not None and cut_short.best.epoch == 1 and cut_short.finished_seconds == 1.2
+
+
+def test_durations_from_a_damaged_log_read_as_unknown() -> None:
+    assert [format_duration(s) for s in (61.4, None, float("nan"), float("inf"), 1e20, -5.0)] == [
+        "0:01:01", "-", "-", "-", "-", "-"]
+    view = fold(folded(run_events()[:5]), BatchProgress(1, 5, 10, 0.3, 0.9, 1e-300, 0.001, 0.2))
+    assert view.remaining() is not None and "eta -" in f"eta {format_duration(view.remaining()[1])}"
 
 
 def test_a_damaged_log_is_drawn_as_well_as_it_can_be() -> None:

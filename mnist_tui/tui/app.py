@@ -15,6 +15,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import AwaitMount
+from textual.worker import get_current_worker
 
 from mnist_tui.config import PRESETS, ConfigError, TrainConfig
 from mnist_tui.runs import LiveRun, RunDir, find_live_run, iter_runs, resolve_runs_dir
@@ -43,12 +44,6 @@ REFRESH_SECONDS = 1.0 if OVER_SSH else 0.5
 """How often the training panel drains events and redraws its bars; less often over SSH."""
 CHART_SECONDS = 2.0 if OVER_SSH else 1.0
 """How often live charts are replotted: plotext is the costliest drawing, and the trainer needs the cores."""
-SCREEN_PURPOSES = {"settings": "Set up a run", "training": "The live training panel",
-                   "evaluation": "Evaluate checkpoints", "runs": "Browse, compare, resume, clone or delete runs",
-                   "playground": "Draw a digit and watch a checkpoint read it"}
-"""What each screen is for, as the command palette says it beside its name."""
-
-
 def parting_words(sentence: str, command: str) -> Text:
     """What the dashboard prints as it exits: a sentence, then the command to type on a line of its own,
     which copies whole where it fits the terminal's width."""
@@ -64,7 +59,7 @@ class MnistTuiApp(App[None]):
     TITLE = "mnist-tui"
     BINDINGS = [
         # The screens' keys are on the tab line at the top, so the footer keeps its room for the screen's own.
-        *(Binding(key.lower(), f"show('{name}')", label, show=False) for name, key, label in SCREENS),
+        *(Binding(key.lower(), f"show('{name}')", label, show=False) for name, key, label, _purpose in SCREENS),
         Binding("question_mark", "toggle_keys", "Keys"),
         Binding("f1", "toggle_keys", "Keys", show=False),  # `?` is text in a field that has focus
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -82,7 +77,7 @@ class MnistTuiApp(App[None]):
         self.session: TrainingSession | None = None
         self.attach_on_start = attach
         self.built_screens: dict[str, Screen[None]] = {}
-        for name, _key, _label in SCREENS:
+        for name, *_ in SCREENS:
             self.add_mode(name, partial(self.base_screen, name))
         if OVER_SSH:
             self.animation_level = "none"
@@ -183,15 +178,16 @@ class MnistTuiApp(App[None]):
 
     @work(thread=True, exclusive=True, group="resume")
     def _check_resumable(self, run: RunDir) -> None:
-        from mnist_tui.checkpoints import CheckpointError, load_checkpoint, resume_state
+        from mnist_tui.checkpoints import CheckpointError, load_resume_state
 
         try:  # refused here in words, rather than by a trainer that dies of it
-            resume_state(load_checkpoint(run.path / "last.pt")).check_settings(run.config())
+            load_resume_state(run.path / "last.pt", run.config())
         except (CheckpointError, ConfigError, OSError) as error:
             self.call_from_thread(self.notify, escape(error), title=f"Cannot resume {escape(run.run_id)}",
                                   severity="error")
             return
-        self.call_from_thread(self._continue_run, run)
+        if not get_current_worker().is_cancelled:  # a second `u` took over
+            self.call_from_thread(self._continue_run, run)
 
     def _continue_run(self, run: RunDir) -> None:
         if self.refuse_while_training():  # another run may have started while last.pt was read
@@ -214,7 +210,7 @@ class MnistTuiApp(App[None]):
         if self.session is not None and self.session.run.path.resolve() == run.path.resolve():
             self.workers.cancel_group(self, "feed")
             self.session = None
-            self.training_screen.forget(f"Run {run.run_id} was deleted. Set up a new one on Settings (F2).")
+            self.training_screen.forget(f"Run {escape(run.run_id)} was deleted. Set up a new one on Settings (F2).")
 
     @work(exclusive=True, group="feed")
     async def _feed(self, session: TrainingSession) -> None:
@@ -271,7 +267,12 @@ class MnistTuiApp(App[None]):
 
         def answered(answer: str | None) -> None:
             if answer == "stop":
-                live.run.send("stop")
+                try:
+                    live.run.send("stop")
+                except OSError as error:  # a full disk, a folder gone: the run goes on, and that must be said
+                    self.notify(f"Cannot ask run {escape(live.run.run_id)} to stop: {escape(error)}",
+                                title="Still running", severity="error")
+                    return
                 self.exit(message=parting_words(f"Asked run {live.run.run_id} to stop; it saves last.pt as it does. "
                                                 "Resume it with:", self.command_for("train --resume", live.run)))
             elif answer == "leave":
@@ -299,9 +300,9 @@ class MnistTuiApp(App[None]):
             if command.title != "Keys":  # Textual's side panel: ours lists the keys that act now, over the screen
                 yield command
         yield SystemCommand("Keys", "The keys that act now on this screen (?)", self.action_toggle_keys)
-        for name, key, label in SCREENS:
+        for name, key, label, purpose in SCREENS:
             if name != self.current_mode:
-                yield SystemCommand(label, f"{SCREEN_PURPOSES[name]} ({key})", partial(self.show_screen, name))
+                yield SystemCommand(label, f"{purpose} ({key})", partial(self.show_screen, name))
         training = self.built_screens.get("training")
         if not (isinstance(training, TrainingScreen) and training.active):
             yield SystemCommand("Start training", "Start a run with the current settings (F5 on Settings)",

@@ -3,13 +3,33 @@ screen shows on all of them (a narrow footer has no room left for the function k
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.events import Click
 from textual.widgets import Label
 
-SCREENS = (("settings", "F2", "Settings"), ("training", "F3", "Training"), ("evaluation", "F4", "Evaluation"),
-           ("runs", "F6", "Runs"), ("playground", "F7", "Playground"))
+from mnist_tui.tui.messages import ShowScreen
+
+
+class ScreenEntry(NamedTuple):
+    """One of the app's screens: its mode name, key, label, and what it is for (the palette says so)."""
+
+    name: str
+    key: str
+    label: str
+    purpose: str
+
+
+SCREENS = (
+    ScreenEntry("settings", "F2", "Settings", "Set up a run"),
+    ScreenEntry("training", "F3", "Training", "The live training panel"),
+    ScreenEntry("evaluation", "F4", "Evaluation", "Evaluate checkpoints"),
+    ScreenEntry("runs", "F6", "Runs", "Browse, compare, resume, clone or delete runs"),
+    ScreenEntry("playground", "F7", "Playground", "Draw a digit and watch a checkpoint read it"),
+)
+"""Every screen, in the order the tab line shows them."""
 
 
 class ScreenTab(Label):
@@ -19,8 +39,8 @@ class ScreenTab(Label):
         super().__init__(text, classes="-current" if current else "")
         self.screen_name = screen_name
 
-    async def on_click(self, event: Click) -> None:
-        await self.app.run_action(f"show('{self.screen_name}')")
+    def on_click(self, event: Click) -> None:
+        self.post_message(ShowScreen(self.screen_name))
 
 
 class ScreenTabs(Horizontal):
@@ -32,5 +52,5 @@ class ScreenTabs(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label("mnist-tui", classes="app-name")
-        for name, key, label in SCREENS:
+        for name, key, label, _purpose in SCREENS:
             yield ScreenTab(name, f"{key} {label}", name == self.current)
