@@ -24,7 +24,7 @@ from mnist_tui.events import EpochEnded, RunStarted
 from mnist_tui.reporting import format_confidence, print_evaluation
 from mnist_tui.runs import RunDir, RunSummary, summarize
 from mnist_tui.tui.app import MnistTuiApp
-from mnist_tui.tui.screens.runs import COLUMNS, RunsScreen, matches, short_run_id, sort_runs
+from mnist_tui.tui.screens.runs import COLUMNS, RunsScreen, format_started, matches, short_run_id, sort_runs
 from mnist_tui.tui.widgets.charts import RunsChart
 
 STARTED = dt.datetime(2026, 12, 1, 7, 14).timestamp()
@@ -358,3 +358,8 @@ async def test_the_screen_and_eval_print_the_same_numbers_the_same_way(tmp_path:
     for number in ("99.9%", "96.11%", "0.1235", "0.956", "1.000", "0.978"):
         assert number in printed and number in shown, number
     assert "100%" not in shown and "100.0%" not in printed
+
+
+def test_a_start_time_a_damaged_log_puts_out_of_range_reads_as_unknown() -> None:
+    assert format_started(dt.datetime(2026, 12, 2, 7, 14).timestamp()) == "12-02 07:14"
+    assert [format_started(t) for t in (None, 1e20, -1e20, float("nan"))] == ["-", "-", "-", "-"]

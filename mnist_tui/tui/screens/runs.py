@@ -80,8 +80,13 @@ def matches(run: RunSummary, text: str) -> bool:
 
 
 def format_started(timestamp: float | None) -> str:
-    """When a run started, local and short: `12-02 07:14`."""
-    return "-" if timestamp is None else dt.datetime.fromtimestamp(timestamp).strftime("%m-%d %H:%M")
+    """When a run started, local and short: `12-02 07:14`; `-` for a time a damaged log puts out of range."""
+    if timestamp is None:
+        return "-"
+    try:
+        return dt.datetime.fromtimestamp(timestamp).strftime("%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def short_run_id(run: RunSummary) -> str:
