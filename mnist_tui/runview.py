@@ -26,6 +26,7 @@ from mnist_tui.events import (
     RunStarted,
 )
 from mnist_tui.runs import ACTIVE_STATUSES
+from mnist_tui.telemetry import bare_gpu_uuid
 
 Item = TypeVar("Item")
 MAX_POINTS = 4000
@@ -282,7 +283,7 @@ class RunView:
     @property
     def device_uuid(self) -> str:
         """Its GPU's UUID without NVML's `GPU-` prefix (torch leaves it out), "" off a GPU or unknown."""
-        return self.started.device_uuid.removeprefix("GPU-") if self.started else ""
+        return bare_gpu_uuid(self.started.device_uuid) if self.started else ""
 
     @property
     def trained_seconds(self) -> float:

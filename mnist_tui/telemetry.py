@@ -57,6 +57,12 @@ class GpuSample:
         return max(self.memory_total - self.memory_used, 0)
 
 
+def bare_gpu_uuid(uuid: str) -> str:
+    """A GPU's UUID without NVML's `GPU-` prefix, which torch's `device_properties.uuid` leaves out: how a
+    run's GPU is matched to NVML's, whoever recorded it."""
+    return uuid.removeprefix("GPU-")
+
+
 @dataclass(frozen=True)
 class CpuSample:
     """The machine's CPU, and the watched (trainer) process when there is one."""

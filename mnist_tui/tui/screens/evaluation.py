@@ -20,7 +20,8 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Label, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from mnist_tui.reporting import format_confidence, format_loss, format_percent, format_score
+from mnist_tui.reporting import format_confidence, format_score
+from mnist_tui.runview import format_loss, format_percent
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.paths import expand_path, resolved
 from mnist_tui.tui.screens.dialogs import OpenCheckpointDialog

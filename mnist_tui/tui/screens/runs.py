@@ -23,8 +23,9 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed
 
 from mnist_tui.config import ConfigError
-from mnist_tui.reporting import format_duration, format_percent, styled_status
+from mnist_tui.reporting import styled_status
 from mnist_tui.runs import ACTIVE_STATUSES, RESUMABLE_STATUSES, RunDir, RunSummary, list_runs
+from mnist_tui.runview import format_duration, format_percent
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.messages import AttachRun, CloneSettings, ResumeRun, RunDeleted
 from mnist_tui.tui.screens.dialogs import ChoiceDialog

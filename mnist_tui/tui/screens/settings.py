@@ -35,7 +35,8 @@ from mnist_tui.config import (
     save_config,
 )
 from mnist_tui.data import dataset_present, raw_folder
-from mnist_tui.reporting import format_memory, short_gpu_name
+from mnist_tui.reporting import short_gpu_name
+from mnist_tui.runview import format_memory
 from mnist_tui.state import remembered_settings
 from mnist_tui.telemetry import GpuSample, pick_freest
 from mnist_tui.threads import usable_cores

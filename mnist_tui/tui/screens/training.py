@@ -39,7 +39,7 @@ from mnist_tui.runview import (
     heard_live,
 )
 from mnist_tui.session import TrainingSession
-from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot
+from mnist_tui.telemetry import GpuSample, TelemetrySampler, TelemetrySnapshot, bare_gpu_uuid
 from mnist_tui.tui.markup import escape
 from mnist_tui.tui.messages import EvaluateCheckpoint, ShowScreen
 from mnist_tui.tui.widgets.charts import AccuracyChart, LossChart
@@ -48,11 +48,6 @@ from mnist_tui.tui.widgets.telemetry import DeviceStrip
 
 STOP_CONFIRM_SECONDS = 3.0
 """How long after a first `s` a second one stops the run."""
-
-
-def _bare_uuid(uuid: str) -> str:
-    """A GPU's UUID without NVML's `GPU-` prefix, which torch's `device_properties.uuid` leaves out."""
-    return uuid.removeprefix("GPU-")
 
 
 def log_markup(line: LogLine) -> str:
@@ -340,7 +335,7 @@ class TrainingScreen(Screen[None]):
         if gpu is None:
             strip.show_message(f"{device}: " + (reading.nvml_error or "not among the GPUs NVML sees"))
             return
-        history = [g for r in self.sampler.history() for g in r.gpus if _bare_uuid(g.uuid) == self.device_uuid]
+        history = [g for r in self.sampler.history() for g in r.gpus if bare_gpu_uuid(g.uuid) == self.device_uuid]
         strip.show_gpu(gpu, history)
 
     def _run_gpu(self, reading: TelemetrySnapshot) -> GpuSample | None:
@@ -353,8 +348,8 @@ class TrainingScreen(Screen[None]):
                 if ordinal.isdigit() else None
             if gpu is None or not gpu.uuid:
                 return gpu
-            self.device_uuid = _bare_uuid(gpu.uuid)
-        return next((gpu for gpu in reading.gpus if _bare_uuid(gpu.uuid) == self.device_uuid), None)
+            self.device_uuid = bare_gpu_uuid(gpu.uuid)
+        return next((gpu for gpu in reading.gpus if bare_gpu_uuid(gpu.uuid) == self.device_uuid), None)
 
     # Actions ----------------------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Sparkline, Static
 
-from mnist_tui.reporting import format_memory, short_gpu_name
+from mnist_tui.reporting import short_gpu_name
+from mnist_tui.runview import format_memory
 from mnist_tui.telemetry import CpuSample, GpuSample
 
 BARS = "▁▂▃▄▅▆▇█"
