@@ -77,9 +77,6 @@ class Trail(Generic[Item]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Trail) and len(self) == len(other) and list(self) == list(other)
 
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
     def __repr__(self) -> str:
         return f"Trail({list(self)!r})"
 
@@ -141,9 +138,9 @@ def format_memory(size: int | None) -> str:
 
 
 def format_gpu_memory(event: EpochEnded) -> str:
-    """An epoch's GPU memory as `412 MiB/1.0 GiB` (peak allocated / reserved), or `-` off a GPU."""
+    """An epoch's GPU memory as `412 MiB/1.0 GiB` (peak allocated / reserved), or "" off a GPU."""
     if event.gpu_memory_peak is None:
-        return "-"
+        return ""
     return f"{format_memory(event.gpu_memory_peak)}/{format_memory(event.gpu_memory_reserved)}"
 
 
@@ -169,7 +166,7 @@ class EpochFigures:
         return cls(event.epoch, event.epochs, format_loss(event.train_loss), format_percent(event.train_accuracy),
                    format_loss(event.val_loss), format_percent(event.val_accuracy), format_lr(event.lr),
                    f"{event.epoch_seconds:.1f}s", format_throughput(event.samples_per_second),
-                   "" if event.gpu_memory_peak is None else format_gpu_memory(event), event.is_best)
+                   format_gpu_memory(event), event.is_best)
 
     @property
     def line(self) -> str:
